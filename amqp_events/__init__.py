@@ -1,0 +1,50 @@
+"""amqp-events: event-driven services on RabbitMQ, wire-compatible with goamqp.
+
+The public API is exactly ``__all__``; every other module is private.
+"""
+
+from ._connection import Connection
+from ._errors import (
+    AmqpEventsError,
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    DecodeError,
+    PublishError,
+)
+from ._headers import Headers
+from ._publisher import Publisher
+from ._router import EventRouter
+from ._routing import Route
+from ._setup import (
+    Setup,
+    close_listener,
+    event_stream_consumer,
+    event_stream_publisher,
+    transient_event_stream_consumer,
+    with_prefetch_limit,
+    with_type_mapping,
+)
+from .transports._memory import MemoryBroker
+
+__all__ = [
+    "AmqpEventsError",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "Connection",
+    "DecodeError",
+    "EventRouter",
+    "Headers",
+    "MemoryBroker",
+    "PublishError",
+    "Publisher",
+    "Route",
+    "Setup",
+    "close_listener",
+    "event_stream_consumer",
+    "event_stream_publisher",
+    "transient_event_stream_consumer",
+    "with_prefetch_limit",
+    "with_type_mapping",
+]

@@ -1,0 +1,254 @@
+"""Connection: the lifecycle of one service's link to the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import Any, Self
+
+from . import _naming as naming
+from ._consumer import InFlight, QueueDispatcher
+from ._errors import ConfigurationError
+from ._handlers import resolve
+from ._retry import HandlerRetry
+from ._router import EventRouter, H
+from ._setup import Setup, SetupBuilder
+from ._topology import ConsumerSpec
+from ._url import check_url, redact
+from .transports import transport_for
+from .transports._base import Transport
+
+__all__ = ["Connection"]
+
+log = logging.getLogger(__name__)
+
+try:
+    _VERSION = version("amqp-events")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    _VERSION = "0"
+
+
+class Connection:
+    """One service's connection to the broker.
+
+    ``Connection("order-service", "amqp://guest:guest@localhost/")``; ``memory://`` runs on the
+    in-process broker. ``await conn.start(*setups)`` declares the topology and starts consumers;
+    ``await conn.close()`` stops consuming, lets running handlers finish, and closes. Also an async
+    context manager that closes on exit.
+    """
+
+    def __init__(
+        self,
+        service_name: str,
+        url: str = "memory://",
+        *,
+        shutdown_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(service_name, str) or not service_name.strip():
+            raise ConfigurationError(f"service name must be a non-empty str, got {service_name!r}")
+        if shutdown_timeout <= 0 or connect_timeout <= 0:
+            raise ConfigurationError("shutdown_timeout and connect_timeout must be positive")
+        check_url(url)
+        self._service = service_name
+        self._url = url
+        self._shutdown_timeout = shutdown_timeout
+        self._connect_timeout = connect_timeout
+        self._router = EventRouter()
+        self._included: list[EventRouter] = []
+        self._transport: Transport | None = None
+        self._publishers: list[Any] = []
+        self._in_flight = InFlight()
+        self._stopped = asyncio.Event()
+        self._state = "new"  # new -> starting -> started -> closed
+
+    def __repr__(self) -> str:
+        return f"Connection({self._service!r}, {redact(self._url)!r}, state={self._state!r})"
+
+    @property
+    def service_name(self) -> str:
+        """The service's name: part of its queue names and the ``service`` header it sends."""
+        return self._service
+
+    @property
+    def url(self) -> str:
+        """The broker URL, password redacted."""
+        return redact(self._url)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def event_stream_consumer(
+        self,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    ) -> Callable[[H], H]:
+        """Decorator: consume ``routing_key`` on this service's durable event stream queue."""
+        self._check_not_started("register a consumer")
+        return self._router.event_stream_consumer(routing_key, event_type, exchange=exchange)
+
+    def transient_event_stream_consumer(
+        self,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    ) -> Callable[[H], H]:
+        """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
+        self._check_not_started("register a consumer")
+        return self._router.transient_event_stream_consumer(
+            routing_key, event_type, exchange=exchange
+        )
+
+    def include(self, router: EventRouter) -> None:
+        """Attach the handlers of an ``EventRouter``; they are set up by ``start``."""
+        self._check_not_started("include a router")
+        if not isinstance(router, EventRouter):
+            raise ConfigurationError(f"include() takes an EventRouter, got {router!r}")
+        if router in self._included:
+            raise ConfigurationError("this EventRouter is already included")
+        self._included.append(router)
+
+    def _check_not_started(self, what: str) -> None:
+        if self._state != "new":
+            raise ConfigurationError(
+                f"cannot {what}: connection {self._service!r} is {self._state}"
+            )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _build(self, setups: tuple[Setup, ...]) -> SetupBuilder:
+        builder = SetupBuilder(self._service)
+        all_setups = [*self._router.setups]
+        for router in self._included:
+            all_setups.extend(router.setups)
+        all_setups.extend(setups)
+        for setup in all_setups:
+            if not callable(setup):
+                raise ConfigurationError(f"start() takes setup functions, got {setup!r}")
+            setup(builder)
+        return builder
+
+    def _dispatchers(self, builder: SetupBuilder) -> list[QueueDispatcher]:
+        retry = HandlerRetry()
+        return [
+            QueueDispatcher(
+                queue,
+                [resolve(spec, builder.type_mapping) for spec in consumers.handlers],
+                self._in_flight,
+                retry,
+            )
+            for queue, consumers in builder.consumers.items()
+        ]
+
+    async def start(self, *setups: Setup) -> None:
+        """Apply ``setups``, check them all, then declare the topology and start consuming.
+
+        Every configuration error is raised before anything touches the broker.
+        """
+        self._check_not_started("start")
+        builder = self._build(setups)
+        dispatchers = self._dispatchers(builder)
+        self._state = "starting"
+        transport = transport_for(
+            self._url,
+            connection_name=naming.connection_name(self._service, _VERSION),
+            connect_timeout=self._connect_timeout,
+        )
+        try:
+            await transport.connect()
+            self._transport = transport
+            for listener in builder.close_listeners:
+                transport.add_close_callback(listener)
+            transport.add_close_callback(self._on_transport_closed)
+            await transport.declare(builder.topology)
+            for publisher, exchange in builder.publishers:
+                publisher._attach(transport, exchange, self._service, repr(self))
+                self._publishers.append(publisher)
+            for dispatcher in dispatchers:
+                await transport.consume(
+                    ConsumerSpec(dispatcher.queue, dispatcher.on_delivery, builder.prefetch)
+                )
+        except BaseException:
+            await self._teardown(transport)
+            self._state = "closed"
+            raise
+        self._state = "started"
+        log.info("%s started: %d queue(s) consumed", self._service, len(dispatchers))
+
+    def _on_transport_closed(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop consuming, let running handlers finish (up to ``shutdown_timeout``), close.
+
+        Messages whose handlers did not finish go back to their queues.
+        """
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._state = "closed"
+        transport = self._transport
+        if transport is not None:
+            await transport.stop_consuming()
+            if self._in_flight.count:
+                try:
+                    await asyncio.wait_for(self._in_flight.wait_idle(), self._shutdown_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "%s: %d handler(s) still running after %.1fs; their messages go back "
+                        "to the queue",
+                        self._service,
+                        self._in_flight.count,
+                        self._shutdown_timeout,
+                    )
+            await self._teardown(transport)
+        self._stopped.set()
+
+    async def _teardown(self, transport: Transport) -> None:
+        for publisher in self._publishers:
+            publisher._detach()
+        self._publishers.clear()
+        self._transport = None
+        await transport.close()
+
+    async def run(self, *setups: Setup) -> None:
+        """Serve until SIGINT or SIGTERM (or the connection is lost), then close gracefully.
+
+        Starts the connection first when it is not started yet.
+        """
+        if self._state == "new":
+            await self.start(*setups)
+        elif setups:
+            raise ConfigurationError("run() got setups, but the connection is already started")
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._stopped.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

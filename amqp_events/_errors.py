@@ -1,0 +1,59 @@
+"""Every exception amqp-events raises, under one root::
+
+    AmqpEventsError                 catch this to catch everything from amqp-events
+    ├── ConfigurationError          wrong setup, found before anything touches the broker:
+    │                               bad URL, duplicate route, handler without an event type,
+    │                               overlapping routing keys, reserved header, unrouted type
+    ├── BrokerConnectionError       the broker cannot be reached, or the connection is gone
+    ├── BrokerError                 the broker refused an operation (``reply_code``: 406
+    │                               PRECONDITION_FAILED, 404 NOT_FOUND, 405 RESOURCE_LOCKED ...)
+    ├── PublishError                not confirmed: nacked, returned as unroutable, timed out,
+    │                               or the publisher is not attached to a started connection
+    └── DecodeError                 a message body that does not decode into the handler's type
+
+Each message names the thing at fault and, where there is one, what would fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmqpEventsError",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "DecodeError",
+    "PublishError",
+]
+
+
+class AmqpEventsError(Exception):
+    """Root of every exception raised by amqp-events."""
+
+
+class ConfigurationError(AmqpEventsError):
+    """The setup is wrong: raised at registration or start, before the broker is touched."""
+
+
+class BrokerConnectionError(AmqpEventsError):
+    """The broker cannot be reached, or the connection to it was lost."""
+
+
+class BrokerError(AmqpEventsError):
+    """The broker refused an operation; ``reply_code`` is the AMQP code (406, 404, 405 ...)."""
+
+    PRECONDITION_FAILED = 406
+    NOT_FOUND = 404
+    RESOURCE_LOCKED = 405
+    ACCESS_REFUSED = 403
+
+    def __init__(self, reply_code: int, message: str) -> None:
+        super().__init__(f"{reply_code}: {message}")
+        self.reply_code = reply_code
+
+
+class PublishError(AmqpEventsError):
+    """A message was not confirmed by the broker: nacked, unroutable, timed out or not sent."""
+
+
+class DecodeError(AmqpEventsError):
+    """A message body could not be decoded into the event type its handler expects."""

@@ -1,0 +1,161 @@
+"""Handlers as users register them, and their event types resolved once, at start."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from ._codec import Decoder, decoder_for, is_event_type
+from ._errors import ConfigurationError
+from ._routing import TypeMapping, is_pattern, topic_matches
+
+__all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
+
+Handler: TypeAlias = Callable[..., Awaitable[Any]]
+
+
+def handler_name(handler: Callable[..., Any]) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A handler as registered: the key it consumes and, optionally, its event type."""
+
+    routing_key: str
+    handler: Handler
+    event_type: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedHandler:
+    """A handler ready for dispatch: how to decode each key it receives, and how to call it."""
+
+    routing_key: str
+    handler: Handler
+    wants_headers: bool
+    # One decoder for every key, or (for a union annotation) one per concrete routing key.
+    decoder: Decoder | None
+    decoder_by_key: dict[str, Decoder] | None
+    description: str
+
+    def decoder_for_key(self, routing_key: str) -> Decoder | None:
+        if self.decoder is not None:
+            return self.decoder
+        assert self.decoder_by_key is not None
+        return self.decoder_by_key.get(routing_key)
+
+
+def check_handler(spec: HandlerSpec) -> bool:
+    """Check the handler's shape at registration; return whether it takes headers."""
+    handler = spec.handler
+    name = handler_name(handler)
+    if not callable(handler):
+        raise ConfigurationError(f"handler for {spec.routing_key!r} is not callable: {handler!r}")
+    if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    ):
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r} must be an async function (async def)"
+        )
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"handler {name}: cannot read its signature: {exc}") from None
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) not in (1, 2):
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r} takes {len(positional)} required "
+            "arguments; it must take (event) or (event, headers)"
+        )
+    return len(positional) == 2
+
+
+def _annotated_event_type(handler: Handler) -> Any:
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception as exc:  # unresolvable forward references and the like
+        raise ConfigurationError(
+            f"handler {handler_name(handler)}: cannot resolve its annotations: {exc}"
+        ) from None
+    params = list(inspect.signature(handler).parameters)
+    return hints.get(params[0]) if params else None
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...] | None:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(annotation)
+    return None
+
+
+def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
+    """Find the handler's event type(s), from the explicit type or the annotation.
+
+    A union annotation (``OrderCreated | OrderUpdated``) is resolved per routing key through the
+    type mapping (``with_type_mapping`` or a publisher's routes).
+    """
+    wants_headers = check_handler(spec)
+    name = handler_name(spec.handler)
+    event_type = spec.event_type
+    source = "event_type argument"
+    if event_type is None:
+        event_type = _annotated_event_type(spec.handler)
+        source = "annotation"
+    if typing.get_origin(event_type) is dict:
+        event_type = dict
+    if is_event_type(event_type):
+        return ResolvedHandler(
+            spec.routing_key,
+            spec.handler,
+            wants_headers,
+            decoder_for(event_type),
+            None,
+            f"{name}({getattr(event_type, '__name__', event_type)})",
+        )
+    members = _union_members(event_type)
+    if members and all(is_event_type(m) and m is not dict for m in members):
+        return _resolve_union(spec, members, mapping, wants_headers)
+    if event_type is None:
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r} has no event type: annotate its first "
+            "parameter with a pydantic model (or dict), or pass the type as the third argument"
+        )
+    raise ConfigurationError(
+        f"handler {name} for {spec.routing_key!r}: {event_type!r} (from its {source}) is not an "
+        "event type: use a pydantic model class, dict, or a union of models"
+    )
+
+
+def _resolve_union(
+    spec: HandlerSpec, members: tuple[Any, ...], mapping: TypeMapping, wants_headers: bool
+) -> ResolvedHandler:
+    name = handler_name(spec.handler)
+    by_key: dict[str, Decoder] = {}
+    for member in members:
+        key = mapping.key_for(member)
+        if key is not None and topic_matches(spec.routing_key, key):
+            by_key[key] = decoder_for(member)
+    if not is_pattern(spec.routing_key) and spec.routing_key not in by_key:
+        wanted = " | ".join(m.__name__ for m in members)
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r} is annotated {wanted}, but no type of the "
+            f"union is mapped to {spec.routing_key!r}: add with_type_mapping(Route(<type>, "
+            f"{spec.routing_key!r})) or pass the type as the third argument"
+        )
+    if not by_key:
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r}: no type of its union annotation has a "
+            "route matching that key; add with_type_mapping(...) routes for them"
+        )
+    return ResolvedHandler(
+        spec.routing_key, spec.handler, wants_headers, None, by_key, f"{name}(union)"
+    )

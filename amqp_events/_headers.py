@@ -1,0 +1,80 @@
+"""Message headers: the read-only view handed to handlers, and checks on headers users send."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._naming import SERVICE_HEADER
+
+__all__ = ["Headers", "check_user_headers"]
+
+# What an AMQP field table can carry (pamqp cannot encode raw bytes).
+_SCALARS = (str, int, float, bool, decimal.Decimal, datetime.datetime, type(None))
+
+
+class Headers(Mapping[str, Any]):
+    """The headers of a delivered message, read-only.
+
+    A handler receives it as its second argument when it declares one:
+    ``async def on_created(event: OrderCreated, headers: Headers)``. ``headers.service`` is the
+    name of the publishing service (the reserved ``service`` header).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data: Mapping[str, Any] = data if data is not None else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def service(self) -> str | None:
+        """The publishing service's name, or None when the publisher did not send it."""
+        value = self._data.get(SERVICE_HEADER)
+        return value if isinstance(value, str) else None
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self._data)!r})"
+
+
+def check_user_headers(headers: Mapping[str, Any]) -> None:
+    """Raise ConfigurationError naming the first header that cannot be sent."""
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise ConfigurationError(f"header name {name!r} must be a str")
+        if name == SERVICE_HEADER:
+            raise ConfigurationError(
+                f"header {SERVICE_HEADER!r} is reserved: amqp-events sets it to the publishing "
+                "service's name (goamqp routes responses by it); use another name"
+            )
+        _check_value(name, value)
+
+
+def _check_value(name: str, value: Any) -> None:
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_value(name, item)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigurationError(f"header {name!r}: table key {key!r} must be a str")
+            _check_value(name, item)
+        return
+    raise ConfigurationError(
+        f"header {name!r}: a {type(value).__name__} value cannot be sent in AMQP headers "
+        "(use str, int, float, bool, Decimal, datetime, None, lists or dicts of those)"
+    )

@@ -1,0 +1,68 @@
+"""Every exchange and queue name and every declaration argument, in one place.
+
+These are goamqp's rules (see the README's "Wire rules"): a Go service using goamqp and a Python
+service using amqp-events declare the same names with the same arguments, or RabbitMQ refuses the
+second declaration with PRECONDITION_FAILED.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any, Final
+
+DEFAULT_EVENT_EXCHANGE: Final = "events.topic.exchange"
+
+# x-expires on every service queue: 5 days in ms, exactly as goamqp declares it.
+QUEUE_EXPIRES_MS: Final = 432_000_000
+
+DEFAULT_PREFETCH: Final = 20
+HEARTBEAT_SECONDS: Final = 10
+
+SERVICE_HEADER: Final = "service"
+CONTENT_TYPE_JSON: Final = "application/json"
+DELIVERY_MODE_PERSISTENT: Final = 2
+
+TOPIC: Final = "topic"
+DIRECT: Final = "direct"
+HEADERS: Final = "headers"
+
+
+def event_stream_queue(service: str, exchange: str = DEFAULT_EVENT_EXCHANGE) -> str:
+    """The durable queue of ``service`` on an event stream exchange."""
+    return f"{exchange}.queue.{service}"
+
+
+def transient_event_stream_queue(service: str, exchange: str = DEFAULT_EVENT_EXCHANGE) -> str:
+    """A fresh name for a transient (exclusive, auto-delete) queue of ``service``."""
+    return f"{exchange}.queue.{service}-{uuid.uuid4()}"
+
+
+def request_exchange(service: str) -> str:
+    return f"{service}.direct.exchange.request"
+
+
+def request_queue(service: str) -> str:
+    return f"{request_exchange(service)}.queue"
+
+
+def response_exchange(service: str) -> str:
+    return f"{service}.headers.exchange.response"
+
+
+def response_queue(target: str, caller: str) -> str:
+    return f"{response_exchange(target)}.queue.{caller}"
+
+
+def durable_queue_arguments() -> dict[str, Any]:
+    """Arguments of every durable service queue: only x-expires, exactly as goamqp declares."""
+    return {"x-expires": QUEUE_EXPIRES_MS}
+
+
+def transient_queue_arguments() -> dict[str, Any]:
+    return {"x-expires": QUEUE_EXPIRES_MS}
+
+
+def connection_name(service: str, version: str) -> str:
+    """``<service>#<version>#@<hostname>``, as goamqp names its connections for operators."""
+    return f"{service}#{version}#@{socket.gethostname()}"

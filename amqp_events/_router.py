@@ -1,0 +1,72 @@
+"""EventRouter: handlers declared with decorators, away from the connection, like FastAPI's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import _naming as naming
+from ._handlers import Handler
+from ._setup import Setup, event_stream_consumer, transient_event_stream_consumer
+
+__all__ = ["EventRouter"]
+
+H = TypeVar("H", bound=Handler)
+
+
+class EventRouter:
+    """A group of handlers, attached to a connection with ``conn.include(router)``.
+
+    Each module of a service can declare its own handlers::
+
+        router = EventRouter()
+
+        @router.event_stream_consumer("Order.Created")
+        async def on_created(event: OrderCreated) -> None: ...
+    """
+
+    def __init__(self) -> None:
+        self._setups: list[Setup] = []
+
+    @property
+    def setups(self) -> tuple[Setup, ...]:
+        """The setups the decorators registered, in order."""
+        return tuple(self._setups)
+
+    def add(self, *setups: Setup) -> None:
+        """Add setup functions, e.g. ``event_stream_consumer(key, handler)``."""
+        self._setups.extend(setups)
+
+    def event_stream_consumer(
+        self,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    ) -> Callable[[H], H]:
+        """Decorator: consume ``routing_key`` on the service's durable event stream queue."""
+
+        def register(handler: H) -> H:
+            self._setups.append(
+                event_stream_consumer(routing_key, handler, event_type, exchange=exchange)
+            )
+            return handler
+
+        return register
+
+    def transient_event_stream_consumer(
+        self,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    ) -> Callable[[H], H]:
+        """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
+
+        def register(handler: H) -> H:
+            self._setups.append(
+                transient_event_stream_consumer(routing_key, handler, event_type, exchange=exchange)
+            )
+            return handler
+
+        return register

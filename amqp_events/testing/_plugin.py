@@ -1,0 +1,129 @@
+"""pytest plugin of amqp-events: a real RabbitMQ for the session, a fresh vhost for each test.
+
+Registered through the ``pytest11`` entry point, so installing amqp-events is enough. Tests
+that use the fixtures below are marked ``rabbitmq`` automatically, so ``-m "not rabbitmq"``
+runs everything else. Without a broker they are skipped, unless
+``AMQP_EVENTS_REQUIRE_BROKER=1`` (for CI), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from ._broker import (
+    BrokerHandle,
+    BrokerNotFoundError,
+    VhostAdminError,
+    VhostView,
+    find_broker,
+    url_with_vhost,
+)
+
+__all__ = [
+    "ENV_REQUIRE_BROKER",
+    "amqp_url",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "rabbitmq_admin",
+    "rabbitmq_broker",
+    "rabbitmq_vhost",
+    "rabbitmq_vhost_url",
+]
+
+ENV_REQUIRE_BROKER = "AMQP_EVENTS_REQUIRE_BROKER"
+
+# Fixtures that need a broker: a test using any of them gets the ``rabbitmq`` marker.
+_BROKER_FIXTURES = frozenset(
+    {"rabbitmq_broker", "amqp_url", "rabbitmq_vhost", "rabbitmq_vhost_url", "rabbitmq_admin"}
+)
+
+
+def _broker_required() -> bool:
+    return os.environ.get(ENV_REQUIRE_BROKER, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers, so that ``--strict-markers`` accepts them in any project."""
+    config.addinivalue_line("markers", "rabbitmq: needs a real RabbitMQ broker")
+    config.addinivalue_line("markers", "disruptive: stops, restarts or cuts the local broker")
+
+
+# First, so that ``-m`` deselection, which runs in this same hook, sees the marker.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``rabbitmq`` every test that uses a broker fixture."""
+    for item in items:
+        if _BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.rabbitmq)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker() -> Iterator[BrokerHandle]:
+    """The broker of this session (:func:`amqp_events.testing.find_broker`).
+
+    ``AMQP_URL`` if set, else RabbitMQ on 127.0.0.1:5672, else a testcontainers container,
+    which is stopped at the end of the session. With none, the test is skipped, or fails when
+    ``AMQP_EVENTS_REQUIRE_BROKER=1``; the reason lists what was tried.
+    """
+    handle: BrokerHandle | None = None
+    reason = ""
+    try:
+        handle = find_broker(require=True)
+    except BrokerNotFoundError as exc:
+        reason = str(exc)  # skipped or failed outside the except: no chained traceback
+    if handle is None:
+        if _broker_required():
+            pytest.fail(f"{reason}\n({ENV_REQUIRE_BROKER} is set)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(rabbitmq_broker: BrokerHandle) -> str:
+    """AMQP URL of the session's broker, default vhost; prefer ``rabbitmq_vhost_url``."""
+    return rabbitmq_broker.url
+
+
+@pytest.fixture
+def rabbitmq_vhost(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
+    """Name of a vhost made for this test alone (``amqp-events-test-<hex>``).
+
+    The URL's user gets full permissions on it. It is deleted after the test, passed or
+    failed, with everything declared in it. The test fails if vhosts cannot be created.
+    """
+    try:
+        vhost = rabbitmq_broker.create_vhost()
+    except VhostAdminError as exc:
+        problem = str(exc)  # failed outside the except: no chained traceback
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield vhost
+    finally:
+        rabbitmq_broker.delete_vhost(vhost)
+
+
+@pytest.fixture
+def rabbitmq_vhost_url(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> str:
+    """AMQP URL of the broker pointing into this test's own vhost (``rabbitmq_vhost``)."""
+    return url_with_vhost(rabbitmq_broker.url, rabbitmq_vhost)
+
+
+@pytest.fixture
+def rabbitmq_admin(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> VhostView:
+    """Inspects this test's vhost: ``queues()``, ``queue(name)`` and ``bindings()``.
+
+    They return plain dicts of one shape whether the management API or ``rabbitmqctl``
+    answered, e.g. ``{"name": ..., "durable": ..., "arguments": {"x-expires": ...}}``.
+    The calls block (``rabbitmqctl`` takes about half a second).
+    """
+    admin = rabbitmq_broker.vhost_admin()
+    return VhostView(admin, rabbitmq_vhost, url_with_vhost(rabbitmq_broker.url, rabbitmq_vhost))

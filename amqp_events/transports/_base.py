@@ -1,0 +1,117 @@
+"""The seam that carries all broker I/O. The rest of amqp-events never imports aio-pika."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from .._topology import ConsumerSpec, Topology
+
+__all__ = ["CloseCallback", "Delivery", "OutgoingProperties", "Transport"]
+
+CloseCallback = Callable[[BaseException | None], None]
+
+
+class OutgoingProperties:
+    """Optional AMQP properties of a published message; the common case passes none."""
+
+    __slots__ = ("content_type", "correlation_id", "expiration", "message_id", "reply_to")
+
+    def __init__(
+        self,
+        *,
+        content_type: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        expiration: int | None = None,
+    ) -> None:
+        self.content_type = content_type
+        self.correlation_id = correlation_id
+        self.reply_to = reply_to
+        self.message_id = message_id
+        self.expiration = expiration  # ms
+
+
+class Delivery:
+    """One message delivered to a consumer. Settle it exactly once: ``ack`` or ``reject``.
+
+    Transports subclass it; one is allocated per message, so it keeps to ``__slots__``.
+    """
+
+    __slots__ = (
+        "body",
+        "content_type",
+        "correlation_id",
+        "exchange",
+        "headers",
+        "message_id",
+        "redelivered",
+        "reply_to",
+        "routing_key",
+    )
+
+    def __init__(
+        self,
+        body: bytes,
+        routing_key: str,
+        exchange: str,
+        headers: Mapping[str, Any],
+        redelivered: bool,
+        content_type: str | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        self.body = body
+        self.routing_key = routing_key
+        self.exchange = exchange
+        self.headers = headers
+        self.redelivered = redelivered
+        self.content_type = content_type
+        self.message_id = message_id
+        self.correlation_id = correlation_id
+        self.reply_to = reply_to
+
+    async def ack(self) -> None:
+        raise NotImplementedError
+
+    async def reject(self, *, requeue: bool) -> None:
+        raise NotImplementedError
+
+
+class Transport(Protocol):
+    """Broker I/O. Implemented for RabbitMQ (aio-pika) and by the in-memory broker.
+
+    ``declare`` and ``consume`` are remembered: a transport that reconnects replays them.
+    """
+
+    async def connect(self) -> None:
+        """Open the connection; raise BrokerConnectionError when the broker cannot be reached."""
+
+    async def declare(self, topology: Topology) -> None:
+        """Declare exchanges, queues and bindings; raise BrokerError if the broker refuses."""
+
+    async def consume(self, spec: ConsumerSpec) -> None:
+        """Start delivering messages of ``spec.queue`` to ``spec.callback``."""
+
+    async def stop_consuming(self) -> None:
+        """Cancel every consumer: no new deliveries; settling those in flight still works."""
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        properties: OutgoingProperties | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish persistently and return once the broker confirmed; raise PublishError if not."""
+
+    async def close(self) -> None:
+        """Close the connection; unsettled deliveries go back to their queues."""
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """Call ``callback(exc)`` when the connection is lost (exc) or closed by us (None)."""

@@ -1,0 +1,81 @@
+"""Test helpers that wait on events, never on fixed sleeps, and reach past the library to the
+broker (raw publishes as a goamqp service would send them, queue depths)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+import aio_pika
+from amqp_events.transports._memory import broker_for_url
+
+T = TypeVar("T")
+
+
+class Collector(Generic[T]):
+    """Collects what handlers saw; ``wait(n)`` returns once ``n`` items arrived."""
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self._changed = asyncio.Event()
+
+    def add(self, item: T) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    async def wait(self, count: int, within: float = 10.0) -> list[T]:
+        async with asyncio.timeout(within):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.items)
+
+    async def settle(self, quiet: float = 0.2) -> None:
+        """Wait until nothing new arrived for ``quiet`` seconds: for asserting that no more came."""
+        while True:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), quiet)
+            except TimeoutError:
+                return
+
+
+async def raw_publish(
+    url: str, exchange: str, routing_key: str, body: bytes, headers: Mapping[str, Any]
+) -> None:
+    """Publish bypassing amqp-events, as another client (e.g. goamqp) would."""
+    if url.startswith("memory:"):
+        broker_for_url(url).publish(
+            exchange, routing_key, body, dict(headers), content_type="application/json"
+        )
+        return
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        target = (
+            channel.default_exchange
+            if exchange == ""
+            else await channel.get_exchange(exchange, ensure=False)
+        )
+        await target.publish(
+            aio_pika.Message(
+                body,
+                headers=dict(headers),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key,
+        )
+
+
+async def queue_depth(url: str, queue: str) -> int:
+    """Ready messages in ``queue``; call it with no consumer attached."""
+    if url.startswith("memory:"):
+        return broker_for_url(url).queue_info(queue).messages
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        assert declared.declaration_result.message_count is not None
+        return declared.declaration_result.message_count

@@ -1,0 +1,115 @@
+"""The per-test vhost fixtures, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import pytest
+
+from amqp_events.testing import VHOST_PREFIX, BrokerHandle, ManagementApiAdmin, VhostView
+
+pytest_plugins = ("pytester",)
+
+FIVE_DAYS_MS = 432000000
+
+
+async def test_vhost_url_points_into_a_fresh_vhost(
+    rabbitmq_vhost_url: str, rabbitmq_vhost: str, rabbitmq_admin: VhostView
+) -> None:
+    assert rabbitmq_vhost.startswith(VHOST_PREFIX)
+    connection = await aio_pika.connect(rabbitmq_vhost_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue("orders", durable=True, arguments={"x-expires": FIVE_DAYS_MS})
+        # The admin blocks (rabbitmqctl takes ~0.5 s): keep the loop and the connection alive.
+        queues = await asyncio.to_thread(rabbitmq_admin.queues)
+
+    assert queues == [
+        {
+            "name": "orders",
+            "vhost": rabbitmq_vhost,
+            "durable": True,
+            "auto_delete": False,
+            "exclusive": False,
+            "arguments": {"x-expires": FIVE_DAYS_MS},
+        }
+    ]
+    assert rabbitmq_admin.bindings() == [
+        {
+            "source": "",
+            "destination": "orders",
+            "destination_type": "queue",
+            "routing_key": "orders",
+            "arguments": {},
+        }
+    ]
+
+
+def test_queue_lookup_names_the_queues_there(rabbitmq_admin: VhostView) -> None:
+    with pytest.raises(LookupError, match=r"no queue 'missing' in vhost .* \(queues: none\)"):
+        rabbitmq_admin.queue("missing")
+
+
+def test_vhost_exists_during_the_test(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> None:
+    assert rabbitmq_vhost in rabbitmq_broker.vhost_admin().list_vhosts()
+
+
+async def test_amqp_url_reaches_the_broker(amqp_url: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    await connection.close()
+
+
+LIFECYCLE_TESTS = """
+import json
+
+RECORD = {record!r}
+
+
+def record(broker, vhost, url):
+    entry = {{"vhost": vhost, "url": url, "present": vhost in broker.vhost_admin().list_vhosts()}}
+    with open(RECORD, "a") as f:
+        f.write(json.dumps(entry) + "\\n")
+
+
+def test_passes(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url):
+    record(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url)
+
+
+def test_fails(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url):
+    record(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url)
+    raise AssertionError("fails on purpose: its vhost must be deleted all the same")
+"""
+
+
+def test_each_test_gets_its_own_vhost_deleted_afterwards(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, rabbitmq_broker: BrokerHandle
+) -> None:
+    admin = rabbitmq_broker.vhost_admin()
+    # The inner session must find this same broker and manage it the same way.
+    monkeypatch.setenv("AMQP_URL", rabbitmq_broker.url)
+    if isinstance(admin, ManagementApiAdmin):
+        monkeypatch.setenv("AMQP_MANAGEMENT_URL", admin.api_url)
+    elif rabbitmq_broker.container is not None:
+        pytest.skip("an inner session cannot exec rabbitmqctl in this session's container")
+    record = pytester.path / "vhosts.jsonl"
+    pytester.makeini(
+        """
+        [pytest]
+        asyncio_default_fixture_loop_scope = function
+        # The outer session imported amqp_events before the inner one could rewrite it.
+        filterwarnings = ignore::pytest.PytestAssertRewriteWarning
+        """
+    )
+    pytester.makepyfile(LIFECYCLE_TESTS.format(record=str(record)))
+
+    result = pytester.runpytest()
+
+    result.assert_outcomes(passed=1, failed=1)
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    vhosts = {entry["vhost"] for entry in entries}
+    assert len(entries) == len(vhosts) == 2
+    assert all(entry["present"] for entry in entries)
+    assert all(entry["url"].endswith("/" + entry["vhost"]) for entry in entries)
+    assert not vhosts & set(admin.list_vhosts())

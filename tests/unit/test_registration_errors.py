@@ -1,0 +1,185 @@
+"""Every bad setup is refused before anything touches the broker, naming the culprit.
+
+The connections point at a port where nothing listens: reaching the broker would raise
+BrokerConnectionError, so a ConfigurationError proves the check came first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from amqp_events import (
+    ConfigurationError,
+    Connection,
+    EventRouter,
+    Headers,
+    Publisher,
+    PublishError,
+    Route,
+    event_stream_consumer,
+    event_stream_publisher,
+    with_prefetch_limit,
+)
+
+NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
+
+
+class OrderCreated(BaseModel):
+    id: str
+
+
+class OrderUpdated(BaseModel):
+    id: str
+
+
+async def on_created(event: OrderCreated) -> None:
+    pass
+
+
+async def test_handler_without_event_type() -> None:
+    async def untyped(event):  # type: ignore[no-untyped-def]
+        pass
+
+    conn = Connection("svc", NOWHERE)
+    with pytest.raises(ConfigurationError, match=r"untyped for 'Order.Created' has no event type"):
+        await conn.start(event_stream_consumer("Order.Created", untyped))
+
+
+async def test_handler_with_non_event_annotation() -> None:
+    async def takes_int(event: int) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="takes_int.*not an event type"):
+        await Connection("svc", NOWHERE).start(event_stream_consumer("Order.Created", takes_int))
+
+
+def test_sync_handler_refused_at_registration() -> None:
+    def sync(event: OrderCreated) -> None:
+        pass
+
+    conn = Connection("svc", NOWHERE)
+    with pytest.raises(ConfigurationError, match="sync for 'Order.Created' must be an async"):
+        conn.event_stream_consumer("Order.Created")(sync)
+
+
+def test_handler_with_too_many_arguments() -> None:
+    async def three(event: OrderCreated, headers: Headers, extra: int) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="three for 'Order.Created' takes 3 required"):
+        event_stream_consumer("Order.Created", three)
+
+
+async def test_overlapping_keys_in_one_queue() -> None:
+    async def other(event: OrderCreated) -> None:
+        pass
+
+    conn = Connection("svc", NOWHERE)
+    conn.event_stream_consumer("Order.#")(on_created)
+    conn.event_stream_consumer("Order.Created")(other)
+    with pytest.raises(ConfigurationError, match=r"'Order.#' \(.*on_created\) and 'Order.Created'"):
+        await conn.start()
+
+
+async def test_overlap_across_routers_is_found_too() -> None:
+    router = EventRouter()
+    router.event_stream_consumer("Order.*")(on_created)
+    conn = Connection("svc", NOWHERE)
+    conn.event_stream_consumer("Order.Created")(on_created)
+    conn.include(router)
+    with pytest.raises(
+        ConfigurationError, match="overlap on queue 'events.topic.exchange.queue.svc'"
+    ):
+        await conn.start()
+
+
+async def test_same_key_in_different_services_is_fine_but_transients_get_own_queues() -> None:
+    conn = Connection("svc", "memory://registration-ok")
+    conn.event_stream_consumer("Order.Created")(on_created)
+    conn.transient_event_stream_consumer("Order.Created")(on_created)
+    conn.transient_event_stream_consumer("Order.#")(on_created)
+    await conn.start()
+    await conn.close()
+
+
+def test_type_routed_twice() -> None:
+    with pytest.raises(ConfigurationError, match="OrderCreated declared twice"):
+        Publisher(Route(OrderCreated, "Order.Created"), Route(OrderCreated, "Order.New"))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://localhost/", "unknown scheme 'http'"),
+        ("amqp://guest:secret@localhost:99999/", "(?i)port"),
+        ("amqp:///", "names no host"),
+        ("", "non-empty"),
+    ],
+)
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as info:
+        Connection("svc", url)
+    assert "secret" not in str(info.value)
+
+
+async def test_reserved_service_header() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    async with Connection("svc", "memory://reserved-header") as conn:
+        await conn.start(event_stream_publisher(publisher))
+        with pytest.raises(ConfigurationError, match="header 'service' is reserved"):
+            await publisher.publish(OrderCreated(id="1"), headers={"service": "other"})
+        with pytest.raises(ConfigurationError, match="header 'blob': a bytes value"):
+            await publisher.publish(OrderCreated(id="1"), headers={"blob": b"raw"})
+
+
+async def test_publish_of_unrouted_type() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    async with Connection("svc", "memory://unrouted") as conn:
+        await conn.start(event_stream_publisher(publisher))
+        with pytest.raises(ConfigurationError, match=r"no route for OrderUpdated.*Order\.Created"):
+            await publisher.publish(OrderUpdated(id="1"))
+
+
+async def test_publish_before_start() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    with pytest.raises(PublishError, match="not attached to a started connection"):
+        await publisher.publish(OrderCreated(id="1"))
+
+
+async def test_union_annotation_without_mapping() -> None:
+    async def either(event: OrderCreated | OrderUpdated) -> None:
+        pass
+
+    with pytest.raises(
+        ConfigurationError, match="no type of the union is mapped to 'Order.Created'"
+    ):
+        await Connection("svc", NOWHERE).start(event_stream_consumer("Order.Created", either))
+
+
+@pytest.mark.parametrize("limit", [0, -1, 70000, True, "20"])
+def test_prefetch_limit_bounds(limit: Any) -> None:
+    with pytest.raises(ConfigurationError, match="with_prefetch_limit"):
+        with_prefetch_limit(limit)
+
+
+async def test_publisher_attached_twice() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    with pytest.raises(ConfigurationError, match="set up twice"):
+        await Connection("svc", NOWHERE).start(
+            event_stream_publisher(publisher), event_stream_publisher(publisher)
+        )
+
+
+def test_blank_service_name() -> None:
+    with pytest.raises(ConfigurationError, match="service name"):
+        Connection(" ", "memory://")
+
+
+async def test_registration_after_start_is_refused() -> None:
+    async with Connection("svc", "memory://late") as conn:
+        await conn.start()
+        with pytest.raises(ConfigurationError, match="cannot register a consumer"):
+            conn.event_stream_consumer("Order.Created")
