@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 from ._codec import Decoder, decoder_for, is_event_type
 from ._errors import ConfigurationError
-from ._routing import TypeMapping, is_pattern, topic_matches
+from ._routing import TypeMapping, declared_key, is_pattern, topic_matches
 
 __all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
 
@@ -101,7 +101,8 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
     """Find the handler's event type(s), from the explicit type or the annotation.
 
     A union annotation (``OrderCreated | OrderUpdated``) is resolved per routing key through the
-    type mapping (``with_type_mapping`` or a publisher's routes).
+    connection's type mapping (``with_type_mapping`` or its publishers' routes), else through the
+    ``Route`` declared for each member anywhere in the process, when there is exactly one.
     """
     wants_headers = check_handler(spec)
     name = handler_name(spec.handler)
@@ -141,7 +142,7 @@ def _resolve_union(
     name = handler_name(spec.handler)
     by_key: dict[str, Decoder] = {}
     for member in members:
-        key = mapping.key_for(member)
+        key = mapping.key_for(member) or declared_key(member)
         if key is not None and topic_matches(spec.routing_key, key):
             by_key[key] = decoder_for(member)
     if not is_pattern(spec.routing_key) and spec.routing_key not in by_key:

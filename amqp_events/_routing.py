@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 
@@ -36,6 +37,18 @@ class Route:
                 f"Route for {self.event_type.__name__}: routing key {self.routing_key!r} is a "
                 "pattern; a published event needs a concrete key (no '*' or '#' words)"
             )
+        _declared_keys.setdefault(self.event_type, set()).add(self.routing_key)
+
+
+# Every key each type was routed to in this process, for handlers annotated with a union on a
+# connection that has no mapping of its own. Weak, so classes made in tests can go away.
+_declared_keys: WeakKeyDictionary[type[BaseModel], set[str]] = WeakKeyDictionary()
+
+
+def declared_key(event_type: type[BaseModel]) -> str | None:
+    """The one routing key ``event_type`` was routed to anywhere in this process, if just one."""
+    keys = _declared_keys.get(event_type)
+    return next(iter(keys)) if keys is not None and len(keys) == 1 else None
 
 
 def validate_routing_key(key: str, *, what: str) -> None:

@@ -71,6 +71,24 @@ async def test_two_services_two_types(broker_url: str) -> None:
         assert len(stat_got.items) == 1  # stat is not bound to Order.Updated
 
 
+async def test_union_on_a_consumer_only_connection_uses_declared_routes(broker_url: str) -> None:
+    """No type mapping on the consumer: routes declared in the process resolve the union."""
+    got: Collector[BaseModel] = Collector()
+    stat = Connection("stat", broker_url)
+
+    @stat.event_stream_consumer("Order.#")
+    async def on_order(event: OrderCreated | OrderUpdated) -> None:
+        got.add(event)
+
+    publisher = order_publisher()
+    async with stat, Connection("orders", broker_url) as orders:
+        await stat.start()
+        await orders.start(event_stream_publisher(publisher))
+        await publisher.publish(OrderUpdated(id="1", amount=2))
+        await publisher.publish(OrderCreated(id="2", amount=3))
+        assert await got.wait(2) == [OrderUpdated(id="1", amount=2), OrderCreated(id="2", amount=3)]
+
+
 async def test_shipping_like_goamqp_one_handler_two_keys(broker_url: str) -> None:
     got: Collector[BaseModel] = Collector()
 

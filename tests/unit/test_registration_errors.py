@@ -149,14 +149,33 @@ async def test_publish_before_start() -> None:
         await publisher.publish(OrderCreated(id="1"))
 
 
+class NeverRoutedA(BaseModel):
+    id: str
+
+
+class NeverRoutedB(BaseModel):
+    id: str
+
+
 async def test_union_annotation_without_mapping() -> None:
-    async def either(event: OrderCreated | OrderUpdated) -> None:
+    async def either(event: NeverRoutedA | NeverRoutedB) -> None:
         pass
 
     with pytest.raises(
         ConfigurationError, match="no type of the union is mapped to 'Order.Created'"
     ):
         await Connection("svc", NOWHERE).start(event_stream_consumer("Order.Created", either))
+
+
+async def test_union_key_declared_twice_in_process_is_ambiguous() -> None:
+    Route(NeverRoutedA, "A.One")
+    Route(NeverRoutedA, "A.Two")
+
+    async def either(event: NeverRoutedA | NeverRoutedB) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="no type of its union annotation has a route"):
+        await Connection("svc", NOWHERE).start(event_stream_consumer("A.#", either))
 
 
 @pytest.mark.parametrize("limit", [0, -1, 70000, True, "20"])

@@ -1,0 +1,71 @@
+"""The demo and the README's examples run as written, on both brokers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amqp_events._cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_cli(broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", broker_url]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[stat-service] Order.Created") == 3
+    assert out.count("[shipping-service] Order.Created") == 3
+    assert out.count("[shipping-service] Order.Updated") == 3
+    assert "[stat-service] Order.Updated" not in out  # stat consumes Order.Created only
+    assert "every event arrived (9 deliveries)" in out
+
+
+def test_demo_as_module_on_memory_by_default() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMQP_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "amqp_events", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "demo: broker memory://" in result.stdout
+
+
+def test_quickstart_runs(broker_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMQP_URL": broker_url},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "order 1 from order-service" in result.stdout
+
+
+def test_readme_quickstart_is_the_example_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "examples" / "quickstart.py").read_text()
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[3] == (
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/amqp-events demo"
+    )
+    assert lines[4] == (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest"
+    )
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert lines[4].replace("pip install", "pip install -q") in ci
