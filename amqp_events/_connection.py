@@ -12,8 +12,9 @@ from typing import Any, Self
 
 from . import _naming as naming
 from ._consumer import InFlight, QueueDispatcher
-from ._errors import ConfigurationError
+from ._errors import BrokerConnectionError, ConfigurationError
 from ._handlers import resolve
+from ._requests import PendingRequests, Responder
 from ._retry import HandlerRetry
 from ._router import EventRouter, H
 from ._setup import Setup, SetupBuilder
@@ -62,6 +63,8 @@ class Connection:
         self._included: list[EventRouter] = []
         self._transport: Transport | None = None
         self._publishers: list[Any] = []
+        self._responder = Responder(service_name)
+        self._pending: list[PendingRequests] = []
         self._in_flight = InFlight()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
@@ -105,6 +108,20 @@ class Connection:
             routing_key, event_type, exchange=exchange
         )
 
+    def service_request_consumer(
+        self, routing_key: str, event_type: Any = None
+    ) -> Callable[[H], H]:
+        """Decorator: answer requests with ``routing_key``; the handler returns the response."""
+        self._check_not_started("register a consumer")
+        return self._router.service_request_consumer(routing_key, event_type)
+
+    def service_response_consumer(
+        self, target_service: str, routing_key: str, event_type: Any = None
+    ) -> Callable[[H], H]:
+        """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
+        self._check_not_started("register a consumer")
+        return self._router.service_response_consumer(target_service, routing_key, event_type)
+
     def include(self, router: EventRouter) -> None:
         """Attach the handlers of an ``EventRouter``; they are set up by ``start``."""
         self._check_not_started("include a router")
@@ -142,6 +159,8 @@ class Connection:
                 [resolve(spec, builder.type_mapping) for spec in consumers.handlers],
                 self._in_flight,
                 retry,
+                responder=self._responder if queue in builder.request_queues else None,
+                pending=builder.pending.get(queue),
             )
             for queue, consumers in builder.consumers.items()
         ]
@@ -167,8 +186,10 @@ class Connection:
                 transport.add_close_callback(listener)
             transport.add_close_callback(self._on_transport_closed)
             await transport.declare(builder.topology)
-            for publisher, exchange in builder.publishers:
-                publisher._attach(transport, exchange, self._service, repr(self))
+            self._responder.transport = transport
+            self._pending = list(builder.pending.values())
+            for publisher, destination in builder.publishers:
+                publisher._attach(transport, destination, self._service, repr(self))
                 self._publishers.append(publisher)
             for dispatcher in dispatchers:
                 await transport.consume(
@@ -215,6 +236,10 @@ class Connection:
         for publisher in self._publishers:
             publisher._detach()
         self._publishers.clear()
+        for pending in self._pending:
+            pending.fail_all(BrokerConnectionError(f"connection {self._service!r} closed"))
+        self._pending.clear()
+        self._responder.transport = None
         self._transport = None
         await transport.close()
 

@@ -10,9 +10,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ._errors import ConfigurationError, DecodeError
+from ._errors import AmqpEventsError, ConfigurationError, DecodeError
 from ._handlers import ResolvedHandler
-from ._retry import HandlerRetry, invoke
+from ._requests import PendingRequests, Responder
+from ._retry import GaveUp, HandlerRetry, invoke
 from ._routing import is_pattern, topic_matches, topics_overlap
 from .transports._base import Delivery
 
@@ -67,7 +68,16 @@ class InFlight:
 class QueueDispatcher:
     """Routes the deliveries of one queue to its handlers."""
 
-    __slots__ = ("_by_key", "_exact", "_in_flight", "_patterns", "_retry", "queue")
+    __slots__ = (
+        "_by_key",
+        "_exact",
+        "_in_flight",
+        "_patterns",
+        "_pending",
+        "_responder",
+        "_retry",
+        "queue",
+    )
 
     def __init__(
         self,
@@ -75,6 +85,9 @@ class QueueDispatcher:
         handlers: Sequence[ResolvedHandler],
         in_flight: InFlight,
         retry: HandlerRetry,
+        *,
+        responder: Responder | None = None,
+        pending: PendingRequests | None = None,
     ) -> None:
         self.queue = queue
         self._exact = {h.routing_key: h for h in handlers if not is_pattern(h.routing_key)}
@@ -82,6 +95,8 @@ class QueueDispatcher:
         self._by_key: dict[str, ResolvedHandler | None] = dict(self._exact)
         self._in_flight = in_flight
         self._retry = retry
+        self._responder = responder  # on a request queue: handlers' results are responses
+        self._pending = pending  # on a response queue: awaited requests come first
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
         try:
@@ -101,10 +116,17 @@ class QueueDispatcher:
             self._in_flight.leave()
 
     async def _dispatch(self, delivery: Delivery) -> None:
+        if self._pending is not None and self._pending.resolve(delivery):
+            await delivery.ack()
+            return
         key = delivery.routing_key
         handler = self.handler_for(key)
         if handler is None:
-            await self._reject(delivery, f"no handler for routing key {key!r}")
+            if self._pending is not None and delivery.correlation_id is not None:
+                reason = "response to a request nobody awaits any more (timed out or restarted)"
+            else:
+                reason = f"no handler for routing key {key!r}"
+            await self._reject(delivery, reason)
             return
         decode = handler.decoder_for_key(key)
         if decode is None:
@@ -116,11 +138,36 @@ class QueueDispatcher:
             await self._reject(delivery, str(exc))
             return
         try:
-            await invoke(handler, event, delivery)
+            result = await invoke(handler, event, delivery)
         except Exception as exc:
-            if not await self._retry.run(handler, event, delivery, exc):
-                await self._reject(delivery, f"handler failed: {type(exc).__name__}: {exc}")
+            if self._responder is not None and delivery.correlation_id is not None:
+                # An awaiting caller gets the error now rather than a timeout after retries.
+                await self._answer_error(delivery, exc)
                 return
+            try:
+                result = await self._retry.run(handler, event, delivery, exc)
+            except GaveUp as gave_up:
+                cause = gave_up.__cause__
+                await self._reject(delivery, f"handler failed: {type(cause).__name__}: {cause}")
+                return
+        if self._responder is not None:
+            try:
+                await self._responder.send(delivery, result)
+            except AmqpEventsError as exc:
+                await self._reject(delivery, f"response not sent: {exc}")
+                return
+        await delivery.ack()
+
+    async def _answer_error(self, delivery: Delivery, exc: Exception) -> None:
+        assert self._responder is not None
+        log.warning(
+            "request handler for %r raised %r; the caller gets it", delivery.routing_key, exc
+        )
+        try:
+            await self._responder.send_error(delivery, exc)
+        except AmqpEventsError as send_failed:
+            await self._reject(delivery, f"error response not sent: {send_failed}")
+            return
         await delivery.ack()
 
     async def _reject(self, delivery: Delivery, reason: str) -> None:

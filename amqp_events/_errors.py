@@ -9,7 +9,11 @@
     │                               PRECONDITION_FAILED, 404 NOT_FOUND, 405 RESOURCE_LOCKED ...)
     ├── PublishError                not confirmed: nacked, returned as unroutable, timed out,
     │                               or the publisher is not attached to a started connection
-    └── DecodeError                 a message body that does not decode into the handler's type
+    ├── DecodeError                 a message body that does not decode into the handler's type
+    ├── RequestTimeout              an awaited request got no response in time (also a
+    │                               TimeoutError)
+    └── RemoteError                 the responding service's handler raised; ``error_type``
+                                    and the message say what it raised
 
 Each message names the thing at fault and, where there is one, what would fix it.
 """
@@ -23,6 +27,8 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "PublishError",
+    "RemoteError",
+    "RequestTimeout",
 ]
 
 
@@ -57,3 +63,17 @@ class PublishError(AmqpEventsError):
 
 class DecodeError(AmqpEventsError):
     """A message body could not be decoded into the event type its handler expects."""
+
+
+class RequestTimeout(AmqpEventsError, TimeoutError):
+    """An awaited request got no response within its timeout."""
+
+
+class RemoteError(AmqpEventsError):
+    """The responding service's handler raised; ``error_type`` names what it raised."""
+
+    def __init__(self, service: str, error_type: str, message: str) -> None:
+        super().__init__(f"{service} failed: {error_type}: {message}")
+        self.service = service
+        self.error_type = error_type
+        self.message = message

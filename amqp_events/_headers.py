@@ -58,6 +58,12 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
                 f"header {SERVICE_HEADER!r} is reserved: amqp-events sets it to the publishing "
                 "service's name (goamqp routes responses by it); use another name"
             )
+        if name in ("CC", "BCC") and not (
+            isinstance(value, list | tuple) and all(isinstance(q, str) for q in value)
+        ):
+            raise ConfigurationError(
+                f"header {name!r} names extra destination queues: it must be a list of str"
+            )
         _check_value(name, value)
 
 

@@ -2,29 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from ._codec import encode
-from ._errors import ConfigurationError, PublishError
+from ._codec import Decoder, decoder_for, encode
+from ._errors import ConfigurationError, PublishError, RequestTimeout
 from ._headers import check_user_headers
 from ._naming import SERVICE_HEADER
+from ._requests import PendingRequests, raise_if_error
 from ._routing import Route, TypeMapping
-from .transports._base import Transport
+from .transports._base import OutgoingProperties, Transport
 
-__all__ = ["Publisher"]
+__all__ = ["Destination", "Publisher"]
+
+R = TypeVar("R", bound=BaseModel)
+
+CC_HEADER = "CC"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a publisher sends: set by a setup function (event stream, service, queue)."""
+
+    exchange: str
+    description: str
+    cc: tuple[str, ...] = ()  # sender-selected destination queues (queue_publisher)
+    mandatory: bool = False
+    target_service: str | None = None
+    pending: PendingRequests | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
     transport: Transport
-    exchange: str
+    destination: Destination
     service: str
     base_headers: Mapping[str, Any]
     description: str
+
+
+@lru_cache(maxsize=1024)
+def _response_decoder(response_type: Any) -> Decoder:
+    return decoder_for(response_type)
 
 
 class Publisher:
@@ -57,13 +82,36 @@ class Publisher:
     def type_mapping(self) -> TypeMapping:
         return self._mapping
 
-    def _attach(self, transport: Transport, exchange: str, service: str, description: str) -> None:
+    def _attach(
+        self, transport: Transport, destination: Destination, service: str, description: str
+    ) -> None:
         if self._target is not None:
             raise ConfigurationError(
                 f"publisher with routes {self._describe_routes()} is already attached to "
                 f"{self._target.description}; create one Publisher per setup"
             )
-        self._target = _Target(transport, exchange, service, {SERVICE_HEADER: service}, description)
+        base: dict[str, Any] = {SERVICE_HEADER: service}
+        if destination.cc:
+            base[CC_HEADER] = list(destination.cc)
+        self._target = _Target(transport, destination, service, base, description)
+
+    def _require_target(self) -> _Target:
+        if self._target is None:
+            raise PublishError(
+                f"publisher with routes {self._describe_routes()} is not attached to a started "
+                "connection: pass event_stream_publisher(publisher) (or service_publisher, "
+                "queue_publisher) to Connection.start()"
+            )
+        return self._target
+
+    def _headers(self, target: _Target, headers: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        if not headers:
+            return target.base_headers
+        check_user_headers(headers)
+        sent = {**target.base_headers, **headers, SERVICE_HEADER: target.service}
+        if target.destination.cc and CC_HEADER in headers:
+            sent[CC_HEADER] = [*target.destination.cc, *headers[CC_HEADER]]
+        return sent
 
     def _detach(self) -> None:
         self._target = None
@@ -92,16 +140,81 @@ class Publisher:
         name). Raises ``ConfigurationError`` for a type without a route or a bad header, and
         ``PublishError`` when the broker does not confirm.
         """
-        target = self._target
-        if target is None:
-            raise PublishError(
-                f"publisher with routes {self._describe_routes()} is not attached to a started "
-                "connection: pass event_stream_publisher(publisher) to Connection.start()"
-            )
+        target = self._target or self._require_target()
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
-        if headers:
-            check_user_headers(headers)
-            sent_headers: Mapping[str, Any] = {**headers, SERVICE_HEADER: target.service}
-        else:
-            sent_headers = target.base_headers
-        await target.transport.publish(target.exchange, key, encode(event), sent_headers)
+        destination = target.destination
+        await target.transport.publish(
+            destination.exchange,
+            key,
+            encode(event),
+            self._headers(target, headers),
+            mandatory=destination.mandatory,
+        )
+
+    @overload
+    async def request(
+        self,
+        event: BaseModel,
+        response_type: None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the documented API
+        headers: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+
+    @overload
+    async def request(
+        self,
+        event: BaseModel,
+        response_type: type[R],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        headers: Mapping[str, Any] | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        event: BaseModel,
+        response_type: type[Any] | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        headers: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send ``event`` as a request and wait for the response.
+
+        Needs ``service_publisher(target, publisher, awaitable=True)``. Returns the response
+        decoded into ``response_type`` (a dict of the JSON when it is None). Raises
+        ``RequestTimeout`` when no response came within ``timeout`` seconds, and ``RemoteError``
+        when the responder's handler raised (an amqp-events responder reports that).
+        """
+        target = self._target or self._require_target()
+        pending = target.destination.pending
+        if pending is None:
+            raise ConfigurationError(
+                f"publisher with routes {self._describe_routes()} cannot await responses: set it "
+                "up with service_publisher(target_service, publisher, awaitable=True)"
+            )
+        wanted: Any = dict if response_type is None else response_type
+        decode = _response_decoder(wanted)
+        key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
+        correlation_id = uuid.uuid4().hex
+        async with pending.slots():
+            response = pending.expect(correlation_id)
+            try:
+                await target.transport.publish(
+                    target.destination.exchange,
+                    key,
+                    encode(event),
+                    self._headers(target, headers),
+                    properties=OutgoingProperties(correlation_id=correlation_id),
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        delivery = await response
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"no response from {pending.target!r} to {key!r} within {timeout}s"
+                    ) from None
+            finally:
+                pending.forget(correlation_id)
+        raise_if_error(pending.target, delivery)
+        return decode(delivery.body)

@@ -17,16 +17,19 @@ from ._handlers import ResolvedHandler, handler_name
 from ._headers import Headers
 from .transports._base import Delivery
 
-__all__ = ["HandlerRetry", "invoke"]
+__all__ = ["GaveUp", "HandlerRetry", "invoke"]
 
 log = logging.getLogger(__name__)
 
 
-async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> None:
+async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> Any:
     if handler.wants_headers:
-        await handler.handler(event, Headers(delivery.headers))
-    else:
-        await handler.handler(event)
+        return await handler.handler(event, Headers(delivery.headers))
+    return await handler.handler(event)
+
+
+class GaveUp(Exception):
+    """Every attempt failed; ``__cause__`` is the last error."""
 
 
 class HandlerRetry:
@@ -43,8 +46,8 @@ class HandlerRetry:
 
     async def run(
         self, handler: ResolvedHandler, event: Any, delivery: Delivery, first: Exception
-    ) -> bool:
-        """Retry after the first failure; True when a later attempt succeeded."""
+    ) -> Any:
+        """Retry after the first failure; the handler's result, or GaveUp."""
         name = handler_name(handler.handler)
         log.warning(
             "handler %s failed on %r (attempt 1 of %d): %r",
@@ -54,7 +57,7 @@ class HandlerRetry:
             first,
         )
         if self.attempts == 1:
-            return False
+            raise GaveUp from first
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts - 1),
             wait=wait_exponential(multiplier=self.min_wait, min=self.min_wait, max=self.max_wait),

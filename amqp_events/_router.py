@@ -7,7 +7,13 @@ from typing import Any, TypeVar
 
 from . import _naming as naming
 from ._handlers import Handler
-from ._setup import Setup, event_stream_consumer, transient_event_stream_consumer
+from ._setup import (
+    Setup,
+    event_stream_consumer,
+    service_request_consumer,
+    service_response_consumer,
+    transient_event_stream_consumer,
+)
 
 __all__ = ["EventRouter"]
 
@@ -66,6 +72,30 @@ class EventRouter:
         def register(handler: H) -> H:
             self._setups.append(
                 transient_event_stream_consumer(routing_key, handler, event_type, exchange=exchange)
+            )
+            return handler
+
+        return register
+
+    def service_request_consumer(
+        self, routing_key: str, event_type: Any = None
+    ) -> Callable[[H], H]:
+        """Decorator: answer requests with ``routing_key``; the handler returns the response."""
+
+        def register(handler: H) -> H:
+            self._setups.append(service_request_consumer(routing_key, handler, event_type))
+            return handler
+
+        return register
+
+    def service_response_consumer(
+        self, target_service: str, routing_key: str, event_type: Any = None
+    ) -> Callable[[H], H]:
+        """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
+
+        def register(handler: H) -> H:
+            self._setups.append(
+                service_response_consumer(target_service, routing_key, handler, event_type)
             )
             return handler
 

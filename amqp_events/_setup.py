@@ -14,7 +14,8 @@ from . import _naming as naming
 from ._consumer import check_overlaps
 from ._errors import ConfigurationError
 from ._handlers import Handler, HandlerSpec, check_handler, handler_name
-from ._publisher import Publisher
+from ._publisher import Destination, Publisher
+from ._requests import MAX_PENDING_REQUESTS, PendingRequests
 from ._routing import Route, TypeMapping, validate_routing_key
 from ._topology import BindingSpec, ExchangeSpec, QueueSpec, Topology
 from .transports._base import CloseCallback
@@ -25,6 +26,10 @@ __all__ = [
     "close_listener",
     "event_stream_consumer",
     "event_stream_publisher",
+    "queue_publisher",
+    "service_publisher",
+    "service_request_consumer",
+    "service_response_consumer",
     "transient_event_stream_consumer",
     "with_prefetch_limit",
     "with_type_mapping",
@@ -48,25 +53,34 @@ class SetupBuilder:
         self.service = service
         self.topology = Topology()
         self.consumers: dict[str, QueueConsumers] = {}
-        self.publishers: list[tuple[Publisher, str]] = []
+        self.publishers: list[tuple[Publisher, Destination]] = []
+        self.request_queues: set[str] = set()  # their handlers' results are responses
+        self.pending: dict[str, PendingRequests] = {}  # response queue -> awaited requests
         self.type_mapping = TypeMapping()
         self.prefetch = naming.DEFAULT_PREFETCH
         self.close_listeners: list[CloseCallback] = []
 
     def add_handler(self, queue: str, spec: HandlerSpec) -> None:
-        consumers = self.consumers.setdefault(queue, QueueConsumers(queue))
+        consumers = self.consume_queue(queue)
         consumers.handlers.append(spec)
         check_overlaps(
             queue, [(h.routing_key, handler_name(h.handler)) for h in consumers.handlers]
         )
 
-    def add_publisher(self, publisher: Publisher, exchange: str) -> None:
+    def add_publisher(self, publisher: Publisher, destination: Destination) -> None:
         if any(known is publisher for known, _ in self.publishers):
             raise ConfigurationError(
                 f"publisher with routes {publisher._describe_routes()} is set up twice"
             )
-        self.publishers.append((publisher, exchange))
+        self.publishers.append((publisher, destination))
         self.type_mapping.merge(publisher.type_mapping)
+
+    def consume_queue(self, queue: str) -> QueueConsumers:
+        """Consume ``queue`` even when no handler is registered on it (awaited responses)."""
+        return self.consumers.setdefault(queue, QueueConsumers(queue))
+
+    def declare_durable_queue(self, queue: str) -> None:
+        self.topology.add_queue(QueueSpec(queue, arguments=naming.durable_queue_arguments()))
 
 
 Setup: TypeAlias = Callable[[SetupBuilder], None]
@@ -84,9 +98,138 @@ def event_stream_publisher(
 
     def apply(builder: SetupBuilder) -> None:
         _declare_event_stream(builder, exchange)
-        builder.add_publisher(publisher, exchange)
+        builder.add_publisher(publisher, Destination(exchange, f"event stream {exchange!r}"))
 
     return apply
+
+
+def service_publisher(
+    target_service: str,
+    publisher: Publisher,
+    *,
+    awaitable: bool = False,
+    max_pending: int = MAX_PENDING_REQUESTS,
+) -> Setup:
+    """Send ``publisher``'s events as requests to ``target_service``.
+
+    Requests go to ``<target>.direct.exchange.request``. With ``awaitable=True``,
+    ``await publisher.request(event, ResponseType, timeout=...)`` also waits for the response, on
+    this service's durable response queue ``<target>.headers.exchange.response.queue.<service>``;
+    at most ``max_pending`` requests wait at once (more wait for a slot).
+    """
+    _check_publisher(publisher)
+    _check_service_name(target_service, "service_publisher")
+    if max_pending < 1:
+        raise ConfigurationError(f"service_publisher: max_pending must be >= 1, got {max_pending}")
+
+    def apply(builder: SetupBuilder) -> None:
+        exchange = naming.request_exchange(target_service)
+        _declare_service_exchanges(builder, target_service)
+        pending = None
+        if awaitable:
+            queue = _declare_response_queue(
+                builder, target_service, [r.routing_key for r in publisher.routes]
+            )
+            pending = builder.pending.setdefault(
+                queue, PendingRequests(target_service, max_pending)
+            )
+            builder.consume_queue(queue)
+        builder.add_publisher(
+            publisher,
+            Destination(
+                exchange,
+                f"requests to {target_service!r}",
+                target_service=target_service,
+                pending=pending,
+            ),
+        )
+
+    return apply
+
+
+def queue_publisher(publisher: Publisher, queue_name: str, *, cc: tuple[str, ...] = ()) -> Setup:
+    """Send ``publisher``'s events straight to the queue ``queue_name`` (and the ``cc`` queues).
+
+    As goamqp does, messages go through the default exchange with the event's routing key and
+    the destination queues in the ``CC`` header (sender-selected distribution), so the consumer
+    still dispatches by routing key. A publish that reaches no queue raises ``PublishError``.
+    """
+    _check_publisher(publisher)
+    for name in (queue_name, *cc):
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"queue_publisher: queue name {name!r} must be a non-empty str"
+            )
+
+    def apply(builder: SetupBuilder) -> None:
+        builder.add_publisher(
+            publisher,
+            Destination("", f"queue {queue_name!r}", cc=(queue_name, *cc), mandatory=True),
+        )
+
+    return apply
+
+
+def service_request_consumer(routing_key: str, handler: Handler, event_type: Any = None) -> Setup:
+    """Answer requests sent to this service with ``routing_key``; the handler returns the response.
+
+    Declares ``<service>.direct.exchange.request`` and ``<service>.headers.exchange.response``
+    and consumes ``<service>.direct.exchange.request.queue``. The response goes to the caller
+    named in the request's ``service`` header, with the request's routing key.
+    """
+    spec = _handler_spec(routing_key, handler, event_type)
+
+    def apply(builder: SetupBuilder) -> None:
+        service = builder.service
+        queue = naming.request_queue(service)
+        _declare_service_exchanges(builder, service)
+        builder.declare_durable_queue(queue)
+        builder.topology.add_binding(
+            BindingSpec(queue, naming.request_exchange(service), routing_key)
+        )
+        builder.request_queues.add(queue)
+        builder.add_handler(queue, spec)
+
+    return apply
+
+
+def service_response_consumer(
+    target_service: str, routing_key: str, handler: Handler, event_type: Any = None
+) -> Setup:
+    """Consume responses from ``target_service`` to this service's requests with ``routing_key``.
+
+    Queue ``<target>.headers.exchange.response.queue.<service>``, bound to
+    ``<target>.headers.exchange.response`` with ``{"service": "<service>"}``.
+    """
+    _check_service_name(target_service, "service_response_consumer")
+    spec = _handler_spec(routing_key, handler, event_type)
+
+    def apply(builder: SetupBuilder) -> None:
+        _declare_service_exchanges(builder, target_service)
+        queue = _declare_response_queue(builder, target_service, [routing_key])
+        builder.add_handler(queue, spec)
+
+    return apply
+
+
+def _declare_service_exchanges(builder: SetupBuilder, service: str) -> None:
+    builder.topology.add_exchange(ExchangeSpec(naming.request_exchange(service), naming.DIRECT))
+    builder.topology.add_exchange(ExchangeSpec(naming.response_exchange(service), naming.HEADERS))
+
+
+def _declare_response_queue(builder: SetupBuilder, target: str, keys: list[str]) -> str:
+    queue = naming.response_queue(target, builder.service)
+    builder.declare_durable_queue(queue)
+    for key in keys:
+        builder.topology.add_binding(
+            BindingSpec(
+                queue,
+                naming.response_exchange(target),
+                key,
+                {naming.SERVICE_HEADER: builder.service},
+            )
+        )
+    return queue
 
 
 def event_stream_consumer(
@@ -135,16 +278,17 @@ def _consume_stream(
 ) -> None:
     _declare_event_stream(builder, exchange)
     if durable:
-        queue_spec = QueueSpec(queue, arguments=naming.durable_queue_arguments())
+        builder.declare_durable_queue(queue)
     else:
-        queue_spec = QueueSpec(
-            queue,
-            durable=False,
-            auto_delete=True,
-            exclusive=True,
-            arguments=naming.transient_queue_arguments(),
+        builder.topology.add_queue(
+            QueueSpec(
+                queue,
+                durable=False,
+                auto_delete=True,
+                exclusive=True,
+                arguments=naming.transient_queue_arguments(),
+            )
         )
-    builder.topology.add_queue(queue_spec)
     builder.topology.add_binding(BindingSpec(queue, exchange, spec.routing_key))
     builder.add_handler(queue, spec)
 
@@ -188,6 +332,11 @@ def _handler_spec(routing_key: str, handler: Handler, event_type: Any) -> Handle
     spec = HandlerSpec(routing_key, handler, event_type)
     check_handler(spec)
     return spec
+
+
+def _check_service_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"{what}: target service must be a non-empty str, got {name!r}")
 
 
 def _check_publisher(publisher: Publisher) -> None:

@@ -69,3 +69,18 @@ def test_readme_starts_with_the_two_commands() -> None:
     )
     ci = (ROOT / ".ci" / "run").read_text()
     assert lines[4].replace("pip install", "pip install -q") in ci
+
+
+def test_request_response_example_runs(broker_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "request_response.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMQP_URL": broker_url},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "awaited: item='tea' total=6" in result.stdout
+    assert "remote error: ValueError cannot price 0 of tea" in result.stdout
+    assert "handled: item='cake' total=3" in result.stdout

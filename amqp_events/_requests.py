@@ -1,0 +1,152 @@
+"""Request/response between services: answering requests, and awaiting responses.
+
+The wire is goamqp's: a request goes to ``<target>.direct.exchange.request`` with the request's
+routing key; the response goes to ``<target>.headers.exchange.response`` with the same routing key
+and header ``service`` = the caller, which routes it to the caller's response queue. Awaitable
+requests add a ``correlation_id``, which an amqp-events responder copies to its response (goamqp
+does not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from ._codec import encode
+from ._errors import ConfigurationError, PublishError, RemoteError
+from ._naming import SERVICE_HEADER, response_exchange
+from .transports._base import Delivery, OutgoingProperties, Transport
+
+__all__ = [
+    "ERROR_HEADER",
+    "ERROR_TYPE_HEADER",
+    "MAX_PENDING_REQUESTS",
+    "PendingRequests",
+    "Responder",
+    "raise_if_error",
+]
+
+log = logging.getLogger(__name__)
+
+# Between amqp-events services only: a responder whose handler raised says so in these headers
+# of its response, so the caller gets the error at once instead of a timeout.
+ERROR_HEADER = "amqp-events-error"
+ERROR_TYPE_HEADER = "amqp-events-error-type"
+
+_EMPTY_BODY = b"{}"
+
+# Awaited requests per target service: bounds the futures a caller keeps.
+MAX_PENDING_REQUESTS = 10_000
+
+
+class Responder:
+    """Publishes a request handler's return value to the caller's response queue."""
+
+    __slots__ = ("_exchange", "service", "transport")
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._exchange = response_exchange(service)
+        self.transport: Transport | None = None  # set once the connection is up
+
+    def caller_of(self, delivery: Delivery) -> str | None:
+        caller = delivery.headers.get(SERVICE_HEADER)
+        return caller if isinstance(caller, str) and caller else None
+
+    async def send(self, delivery: Delivery, result: Any) -> None:
+        """Send ``result`` back; raise ConfigurationError or PublishError if it cannot be."""
+        if result is None:
+            if delivery.correlation_id is not None:
+                await self.send_error(
+                    delivery, ConfigurationError("the request handler returned no response")
+                )
+            return  # goamqp's rule: a handler that returns nothing sends no response
+        if not isinstance(result, BaseModel):
+            raise ConfigurationError(
+                f"request handler for {delivery.routing_key!r} returned "
+                f"{type(result).__name__}; a response must be a pydantic model"
+            )
+        await self._publish(delivery, encode(result), {})
+
+    async def send_error(self, delivery: Delivery, exc: BaseException) -> None:
+        await self._publish(
+            delivery,
+            _EMPTY_BODY,
+            {ERROR_TYPE_HEADER: type(exc).__name__, ERROR_HEADER: str(exc)},
+        )
+
+    async def _publish(self, delivery: Delivery, body: bytes, extra: Mapping[str, Any]) -> None:
+        caller = self.caller_of(delivery)
+        if caller is None or self.transport is None:
+            raise PublishError(
+                f"cannot answer request {delivery.routing_key!r}: it has no string "
+                f"{SERVICE_HEADER!r} header naming the caller"
+            )
+        properties = (
+            OutgoingProperties(correlation_id=delivery.correlation_id)
+            if delivery.correlation_id is not None
+            else None
+        )
+        await self.transport.publish(
+            self._exchange,
+            delivery.routing_key,
+            body,
+            {**extra, SERVICE_HEADER: caller},
+            properties=properties,
+        )
+
+
+class PendingRequests:
+    """The requests one service awaits from one target, by correlation id; bounded."""
+
+    __slots__ = ("_futures", "_slots", "limit", "target")
+
+    def __init__(self, target: str, limit: int) -> None:
+        self.target = target
+        self.limit = limit
+        self._futures: dict[str, asyncio.Future[Delivery]] = {}
+        # Created lazily: it must belong to the running loop.
+        self._slots: asyncio.Semaphore | None = None
+
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        return self._slots
+
+    def expect(self, correlation_id: str) -> asyncio.Future[Delivery]:
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._futures[correlation_id] = future
+        return future
+
+    def forget(self, correlation_id: str) -> None:
+        self._futures.pop(correlation_id, None)
+
+    def resolve(self, delivery: Delivery) -> bool:
+        """Hand ``delivery`` to the request awaiting it; False when none does (any more)."""
+        correlation_id = delivery.correlation_id
+        if correlation_id is None:
+            return False
+        future = self._futures.pop(correlation_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(delivery)
+        return True
+
+    def fail_all(self, exc: BaseException) -> None:
+        futures, self._futures = self._futures, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+def raise_if_error(target: str, delivery: Delivery) -> None:
+    error_type = delivery.headers.get(ERROR_TYPE_HEADER)
+    if error_type is not None:
+        raise RemoteError(target, str(error_type), str(delivery.headers.get(ERROR_HEADER, "")))
