@@ -11,6 +11,7 @@ from ._errors import (
     ConfigurationError,
     DecodeError,
     PublishError,
+    ReconnectFailed,
     RemoteError,
     RequestTimeout,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "MemoryBroker",
     "PublishError",
     "Publisher",
+    "ReconnectFailed",
     "RemoteError",
     "RequestTimeout",
     "Route",

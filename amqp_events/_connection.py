@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any, Self
 
 from . import _naming as naming
 from ._consumer import InFlight, QueueDispatcher
-from ._errors import BrokerConnectionError, ConfigurationError
+from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
 from ._handlers import resolve
 from ._requests import PendingRequests, Responder
 from ._retry import HandlerRetry
 from ._router import EventRouter, H
 from ._setup import Setup, SetupBuilder
 from ._topology import ConsumerSpec
-from ._url import check_url, redact
+from ._url import check_urls, redact
 from .transports import transport_for
 from .transports._base import Transport
 
@@ -40,25 +41,48 @@ class Connection:
     in-process broker. ``await conn.start(*setups)`` declares the topology and starts consumers;
     ``await conn.close()`` stops consuming, lets running handlers finish, and closes. Also an async
     context manager that closes on exit.
+
+    A lost connection is restored by itself, with every exchange, queue, binding and consumer;
+    several hosts (``amqp://u:p@h1,h2/`` or a list of URLs) are tried in turn. Options:
+
+    - ``publish_timeout``: how long a publish waits for its confirm, including a reconnection,
+      before it raises ``PublishError``;
+    - ``reconnect_timeout``: how long to keep trying to reconnect before giving up
+      (``ReconnectFailed``; None: forever);
+    - ``shutdown_timeout``: how long ``close()`` lets running handlers finish;
+    - ``ssl_context``: for ``amqps://``.
     """
 
     def __init__(
         self,
         service_name: str,
-        url: str = "memory://",
+        url: str | Sequence[str] = "memory://",
         *,
+        publish_timeout: float = 30.0,
+        reconnect_timeout: float | None = 300.0,
         shutdown_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(service_name, str) or not service_name.strip():
             raise ConfigurationError(f"service name must be a non-empty str, got {service_name!r}")
-        if shutdown_timeout <= 0 or connect_timeout <= 0:
-            raise ConfigurationError("shutdown_timeout and connect_timeout must be positive")
-        check_url(url)
+        for name, value in (
+            ("publish_timeout", publish_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+            ("connect_timeout", connect_timeout),
+            ("reconnect_timeout", 1.0 if reconnect_timeout is None else reconnect_timeout),
+        ):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        self._urls = check_urls(url)
         self._service = service_name
-        self._url = url
+        self._url = ",".join(self._urls)
+        self._publish_timeout = publish_timeout
+        self._reconnect_timeout = reconnect_timeout
         self._shutdown_timeout = shutdown_timeout
         self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        self._failure: BaseException | None = None
         self._router = EventRouter()
         self._included: list[EventRouter] = []
         self._transport: Transport | None = None
@@ -70,7 +94,7 @@ class Connection:
         self._state = "new"  # new -> starting -> started -> closed
 
     def __repr__(self) -> str:
-        return f"Connection({self._service!r}, {redact(self._url)!r}, state={self._state!r})"
+        return f"Connection({self._service!r}, {self.url!r}, state={self._state!r})"
 
     @property
     def service_name(self) -> str:
@@ -79,8 +103,8 @@ class Connection:
 
     @property
     def url(self) -> str:
-        """The broker URL, password redacted."""
-        return redact(self._url)
+        """The broker URL(s), password redacted."""
+        return ",".join(redact(u) for u in self._urls)
 
     # -- registration -----------------------------------------------------------------------
 
@@ -175,9 +199,12 @@ class Connection:
         dispatchers = self._dispatchers(builder)
         self._state = "starting"
         transport = transport_for(
-            self._url,
+            self._urls,
             connection_name=naming.connection_name(self._service, _VERSION),
             connect_timeout=self._connect_timeout,
+            publish_timeout=self._publish_timeout,
+            reconnect_timeout=self._reconnect_timeout,
+            ssl_context=self._ssl_context,
         )
         try:
             await transport.connect()
@@ -203,7 +230,8 @@ class Connection:
         log.info("%s started: %d queue(s) consumed", self._service, len(dispatchers))
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
-        if exc is not None:
+        if isinstance(exc, ReconnectFailed):
+            self._failure = exc
             self._stopped.set()
 
     async def close(self) -> None:
@@ -244,9 +272,10 @@ class Connection:
         await transport.close()
 
     async def run(self, *setups: Setup) -> None:
-        """Serve until SIGINT or SIGTERM (or the connection is lost), then close gracefully.
+        """Serve until SIGINT or SIGTERM, then close gracefully.
 
-        Starts the connection first when it is not started yet.
+        Starts the connection first when it is not started yet. Raises ``ReconnectFailed`` when
+        the broker stayed unreachable for ``reconnect_timeout``.
         """
         if self._state == "new":
             await self.start(*setups)
@@ -266,6 +295,8 @@ class Connection:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.close()
+        if self._failure is not None:
+            raise self._failure
 
     async def __aenter__(self) -> Self:
         return self

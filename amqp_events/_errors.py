@@ -5,6 +5,7 @@
     │                               bad URL, duplicate route, handler without an event type,
     │                               overlapping routing keys, reserved header, unrouted type
     ├── BrokerConnectionError       the broker cannot be reached, or the connection is gone
+    │   └── ReconnectFailed         gave up reconnecting after ``reconnect_timeout``
     ├── BrokerError                 the broker refused an operation (``reply_code``: 406
     │                               PRECONDITION_FAILED, 404 NOT_FOUND, 405 RESOURCE_LOCKED ...)
     ├── PublishError                not confirmed: nacked, returned as unroutable, timed out,
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "PublishError",
+    "ReconnectFailed",
     "RemoteError",
     "RequestTimeout",
 ]
@@ -42,6 +44,10 @@ class ConfigurationError(AmqpEventsError):
 
 class BrokerConnectionError(AmqpEventsError):
     """The broker cannot be reached, or the connection to it was lost."""
+
+
+class ReconnectFailed(BrokerConnectionError):
+    """The connection was lost and could not be restored within ``reconnect_timeout``."""
 
 
 class BrokerError(AmqpEventsError):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["SCHEMES", "check_url", "redact"]
+__all__ = ["SCHEMES", "check_url", "check_urls", "redact"]
 
 SCHEMES = ("amqp", "amqps", "memory")
 
@@ -17,11 +18,13 @@ def redact(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    userinfo, hosts = parts.netloc.rsplit("@", 1)
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 def check_url(url: str) -> SplitResult:
@@ -43,3 +46,35 @@ def check_url(url: str) -> SplitResult:
     if port is not None and not 0 < port < 65536:
         raise ConfigurationError(f"broker URL {redact(url)!r}: port {port} is out of range")
     return parts
+
+
+def check_urls(url: str | Sequence[str]) -> list[str]:
+    """One URL per broker host, each checked.
+
+    ``amqp://user:pass@h1:5672,h2:5673/vhost`` (or a list of URLs) names several hosts of one
+    cluster; they are tried in turn when connecting and reconnecting.
+    """
+    if isinstance(url, str):
+        urls = _expand_hosts(url)
+    else:
+        urls = [u for one in url for u in _expand_hosts(one)] if url else []
+        if not urls:
+            raise ConfigurationError("broker URL list is empty")
+    schemes = {check_url(u).scheme for u in urls}
+    if "memory" in schemes and len(urls) > 1:
+        raise ConfigurationError("memory:// takes a single URL, not a list of hosts")
+    return urls
+
+
+def _expand_hosts(url: str) -> list[str]:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"broker URL must be a str, got {url!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"broker URL {redact(url)!r} is malformed: {exc}") from None
+    if "," not in parts.netloc:
+        return [url]
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    prefix = f"{userinfo}@" if userinfo else ""
+    return [urlunsplit(parts._replace(netloc=prefix + host.strip())) for host in hosts.split(",")]

@@ -4,10 +4,11 @@ broker (raw publishes as a goamqp service would send them, queue depths)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import aio_pika
+
 from amqp_events.transports._memory import broker_for_url
 
 T = TypeVar("T")
@@ -39,6 +40,21 @@ class Collector(Generic[T]):
                 await asyncio.wait_for(self._changed.wait(), quiet)
             except TimeoutError:
                 return
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, what: str = ""
+) -> None:
+    """Wait until ``check()`` holds. Only for broker-side state that no event announces (a
+    consumer restored after its queue was deleted); everything else waits on events."""
+    async with asyncio.timeout(within):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)
 
 
 async def raw_publish(

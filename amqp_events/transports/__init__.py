@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from ._base import Delivery, OutgoingProperties, Transport
+from .._url import redact
+from ._base import Delivery, OutgoingProperties, SessionOpener, Transport
+from ._reconnecting import ReconnectingTransport
 
 __all__ = ["Delivery", "OutgoingProperties", "Transport", "transport_for"]
 
 
-def transport_for(url: str, *, connection_name: str, connect_timeout: float) -> Transport:
-    """The transport for ``url``'s scheme (checked beforehand by ``_url.check_url``)."""
-    if urlsplit(url).scheme == "memory":
-        from ._memory import MemoryTransport
+def transport_for(
+    urls: Sequence[str],
+    *,
+    connection_name: str,
+    connect_timeout: float,
+    publish_timeout: float,
+    reconnect_timeout: float | None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Transport:
+    """A reconnecting transport over the broker ``urls`` name (checked by ``_url.check_urls``)."""
+    if urlsplit(urls[0]).scheme == "memory":
+        from ._memory_session import MemoryOpener
 
-        return MemoryTransport(url)
-    from ._amqp import AmqpTransport
+        opener: SessionOpener = MemoryOpener(urls[0])
+    else:
+        from ._amqp import AmqpOpener
 
-    return AmqpTransport(url, connection_name=connection_name, connect_timeout=connect_timeout)
+        opener = AmqpOpener(
+            urls,
+            connection_name=connection_name,
+            connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
+        )
+    return ReconnectingTransport(
+        opener,
+        description=", ".join(redact(u) for u in urls),
+        publish_timeout=publish_timeout,
+        reconnect_timeout=reconnect_timeout,
+    )

@@ -1,29 +1,32 @@
-"""RabbitMQ through aio-pika.
+"""RabbitMQ sessions through aio-pika.
 
 aio-pika opens the connection and channels; the per-message paths (publish, deliver, ack) talk to
 the underlying aiormq channel directly, which saves an aio-pika message object per message.
+Reconnection is not here: ``ReconnectingTransport`` opens a new session when one dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aio_pika
 import aiormq
 import aiormq.abc
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
 from .._errors import BrokerConnectionError, BrokerError, PublishError
 from .._naming import CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT, HEARTBEAT_SECONDS
 from .._topology import ConsumerSpec, Topology
 from .._url import redact
-from ._base import CloseCallback, Delivery, OutgoingProperties
+from ._base import Delivery, OutgoingProperties, SessionHooks
 
-__all__ = ["AmqpTransport"]
+__all__ = ["AmqpOpener", "AmqpSession"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,13 @@ _CHANNEL_ERROR_CODES: dict[type[BaseException], int] = {
     aiormq.exceptions.ChannelLockedResource: BrokerError.RESOURCE_LOCKED,
     aiormq.exceptions.ChannelAccessRefused: BrokerError.ACCESS_REFUSED,
 }
+
+# What a dead connection or channel raises in aiormq.
+_GONE = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
 
 
 def broker_error(exc: aiormq.exceptions.AMQPChannelError, doing: str) -> BrokerError:
@@ -70,82 +80,127 @@ class _AmqpDelivery(Delivery):
     async def ack(self) -> None:
         try:
             await self._channel.basic_ack(self._tag)
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+        except (aiormq.exceptions.AMQPError, *_GONE) as exc:
             # The channel is gone, so the broker requeues the message itself.
-            log.warning("ack of %r failed, the broker will redeliver it: %r", self.routing_key, exc)
+            log.warning("ack of %r failed; the broker redelivers it: %r", self.routing_key, exc)
 
     async def reject(self, *, requeue: bool) -> None:
         try:
             await self._channel.basic_reject(self._tag, requeue=requeue)
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+        except (aiormq.exceptions.AMQPError, *_GONE) as exc:
             log.warning("reject of %r failed; the broker redelivers it: %r", self.routing_key, exc)
 
 
-class AmqpTransport:
-    """The ``Transport`` for RabbitMQ (``amqp://`` and ``amqps://`` URLs)."""
+class AmqpOpener:
+    """Opens a session on the first of ``urls`` that answers (multi-host failover)."""
 
-    def __init__(self, url: str, *, connection_name: str, connect_timeout: float = 10.0) -> None:
-        self._url = url
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        connection_name: str,
+        connect_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._urls = list(urls)
         self._connection_name = connection_name
         self._connect_timeout = connect_timeout
-        self._connection: AbstractConnection | None = None
-        self._publish_channel: aiormq.abc.AbstractChannel | None = None
-        self._consume_channel: aiormq.abc.AbstractChannel | None = None
-        self._channels: list[AbstractChannel] = []
-        self._consumer_tags: list[str] = []
-        self._close_callbacks: list[CloseCallback] = []
-        self._closing = False
+        self._ssl_context = ssl_context
 
     def __repr__(self) -> str:
-        return f"AmqpTransport({redact(self._url)!r})"
+        return f"AmqpOpener({[redact(u) for u in self._urls]!r})"
 
-    async def connect(self) -> None:
+    async def __call__(self, hooks: SessionHooks) -> AmqpSession:
+        failures = []
+        for url in self._urls:
+            try:
+                return await self._open(url, hooks)
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                failures.append(f"{redact(url)}: {type(exc).__name__}: {exc}")
+        raise BrokerConnectionError("cannot connect: " + "; ".join(failures))
+
+    async def _open(self, url: str, hooks: SessionHooks) -> AmqpSession:
         options: dict[str, Any] = {}
-        if "heartbeat" not in dict(parse_qsl(urlsplit(self._url).query)):
+        if "heartbeat" not in dict(parse_qsl(urlsplit(url).query)):
             options["heartbeat"] = HEARTBEAT_SECONDS
+        if self._ssl_context is not None:
+            options["ssl_context"] = self._ssl_context
+        connection = await aio_pika.connect(
+            url,
+            timeout=self._connect_timeout,
+            client_properties={"connection_name": self._connection_name},
+            **options,
+        )
+        session = AmqpSession(connection, url, hooks)
         try:
-            self._connection = await aio_pika.connect(
-                self._url,
-                timeout=self._connect_timeout,
-                client_properties={"connection_name": self._connection_name},
-                **options,
-            )
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            raise BrokerConnectionError(
-                f"cannot connect to {redact(self._url)}: {type(exc).__name__}: {exc}"
-            ) from None
-        self._connection.close_callbacks.add(self._on_connection_closed)
-        self._publish_channel = await self._open_channel(confirms=True)
-        self._consume_channel = await self._open_channel(confirms=False)
+            await session.open_channels()
+        except BaseException:
+            await connection.close()
+            raise
+        return session
 
-    async def _open_channel(self, *, confirms: bool) -> aiormq.abc.AbstractChannel:
-        assert self._connection is not None
+
+class AmqpSession:
+    """One connection to RabbitMQ: a channel to publish on (confirms), one to consume on."""
+
+    def __init__(self, connection: AbstractConnection, url: str, hooks: SessionHooks) -> None:
+        self._connection = connection
+        self._url = url
+        self._hooks = hooks
+        self._closing = False
+        self._publish: aiormq.abc.AbstractChannel | None = None
+        self._consume: aiormq.abc.AbstractChannel | None = None
+        self._publish_lock = asyncio.Lock()
+        connection.close_callbacks.add(self._on_connection_closed)
+
+    def __repr__(self) -> str:
+        return f"AmqpSession({redact(self._url)!r})"
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closing and not self._connection.is_closed
+
+    async def _channel(self, *, confirms: bool) -> aiormq.abc.AbstractChannel:
         channel = await self._connection.channel(
             publisher_confirms=confirms, on_return_raises=confirms
         )
-        self._channels.append(channel)
         return await channel.get_underlay_channel()
 
-    def _on_connection_closed(self, _sender: object, exc: BaseException | None) -> None:
-        reported: BaseException | None = None
-        if not self._closing:
-            reported = BrokerConnectionError(
-                f"connection to {redact(self._url)} lost: {exc!r}" if exc else "connection lost"
-            )
-            log.error("%s", reported)
-        for callback in self._close_callbacks:
-            try:
-                callback(reported)
-            except Exception:
-                log.exception("close listener %r failed", callback)
+    async def open_channels(self) -> None:
+        self._publish = await self._channel(confirms=True)
+        self._consume = await self._channel(confirms=False)
+        self._consume.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+        self._consume.closing.add_done_callback(self._on_consume_channel_closed)
 
-    def add_close_callback(self, callback: CloseCallback) -> None:
-        self._close_callbacks.append(callback)
+    def _on_connection_closed(self, _sender: object, exc: BaseException | None) -> None:
+        if not self._closing:
+            self._hooks.session_lost(
+                self,
+                BrokerConnectionError(f"connection to {redact(self._url)} lost: {exc!r}"),
+            )
+
+    def _on_consume_channel_closed(self, _future: asyncio.Future[Any]) -> None:
+        if self._closing or self._connection.is_closed:
+            return
+        # A consume channel closed by the broker takes every consumer with it: start over.
+        log.warning("consume channel closed by the broker; reconnecting")
+        asyncio.get_running_loop().create_task(self._connection.close())
+
+    def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
+        if frame.consumer_tag:
+            self._hooks.consumer_cancelled(self, frame.consumer_tag)
+
+    def _gone(self, doing: str, exc: BaseException) -> BrokerConnectionError:
+        return BrokerConnectionError(f"{doing} on {redact(self._url)}: connection lost ({exc!r})")
 
     async def declare(self, topology: Topology) -> None:
         # A refused declaration closes its channel: use a throwaway one so publishing and
         # consuming channels survive a PRECONDITION_FAILED.
-        channel = await self._open_channel(confirms=False)
+        try:
+            channel = await self._channel(confirms=False)
+        except _GONE as exc:
+            raise self._gone("declaring", exc) from None
+        doing = "declaring"
         try:
             for ex in topology.exchanges:
                 doing = f"declaring exchange {ex.name!r}"
@@ -175,39 +230,59 @@ class AmqpTransport:
                     arguments=dict(b.arguments),
                 )
         except aiormq.exceptions.AMQPChannelError as exc:
+            if self._connection.is_closed:
+                raise self._gone(doing, exc) from None
             raise broker_error(exc, doing) from None
+        except _GONE as exc:
+            raise self._gone(doing, exc) from None
         finally:
             if not channel.is_closed:
                 await channel.close()
 
-    async def consume(self, spec_: ConsumerSpec) -> None:
-        channel = self._consume_channel
-        if channel is None:
-            raise BrokerConnectionError("not connected: call connect() first")
+    async def consume(self, spec_: ConsumerSpec) -> str:
+        channel = self._consume
+        assert channel is not None
         callback = spec_.callback
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             await callback(_AmqpDelivery(message, channel))
 
+        doing = f"consuming queue {spec_.queue!r}"
         try:
             # global_=False: RabbitMQ applies the limit to each consumer started after it.
             await channel.basic_qos(prefetch_count=spec_.prefetch, global_=False)
             result = await channel.basic_consume(spec_.queue, on_message, exclusive=spec_.exclusive)
         except aiormq.exceptions.AMQPChannelError as exc:
-            raise broker_error(exc, f"consuming queue {spec_.queue!r}") from None
-        if result.consumer_tag:
-            self._consumer_tags.append(result.consumer_tag)
+            if self._connection.is_closed:
+                raise self._gone(doing, exc) from None
+            raise broker_error(exc, doing) from None
+        except _GONE as exc:
+            raise self._gone(doing, exc) from None
+        assert result.consumer_tag is not None
+        return result.consumer_tag
 
-    async def stop_consuming(self) -> None:
-        channel = self._consume_channel
-        tags, self._consumer_tags = self._consumer_tags, []
+    async def cancel(self, consumer_tag: str) -> None:
+        channel = self._consume
         if channel is None or channel.is_closed:
             return
-        for tag in tags:
-            try:
-                await channel.basic_cancel(tag)
-            except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError):
-                log.debug("cancel of consumer %s failed; the channel is gone", tag)
+        try:
+            await channel.basic_cancel(consumer_tag)
+        except (aiormq.exceptions.AMQPError, *_GONE) as exc:
+            raise self._gone(f"cancelling consumer {consumer_tag}", exc) from None
+
+    async def _publish_channel(self) -> aiormq.abc.AbstractChannel:
+        channel = self._publish
+        if channel is not None and not channel.is_closed:
+            return channel
+        if self._connection.is_closed:
+            raise BrokerConnectionError(f"connection to {redact(self._url)} is closed")
+        async with self._publish_lock:  # after a channel error, one task reopens it
+            if self._publish is None or self._publish.is_closed:
+                try:
+                    self._publish = await self._channel(confirms=True)
+                except _GONE as exc:
+                    raise self._gone("reopening the publish channel", exc) from None
+            return self._publish
 
     async def publish(
         self,
@@ -216,17 +291,18 @@ class AmqpTransport:
         body: bytes,
         headers: Mapping[str, Any],
         *,
-        properties: OutgoingProperties | None = None,
-        mandatory: bool = False,
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
     ) -> None:
-        channel = self._publish_channel
+        channel = self._publish
         if channel is None or channel.is_closed:
-            raise PublishError(f"cannot publish {routing_key!r} to {exchange!r}: not connected")
+            channel = await self._publish_channel()
         if properties is None:
             props = spec.Basic.Properties(
                 content_type=CONTENT_TYPE_JSON,
                 delivery_mode=DELIVERY_MODE_PERSISTENT,
-                headers=dict(headers),
+                headers=headers if isinstance(headers, dict) else dict(headers),
             )
         else:
             props = spec.Basic.Properties(
@@ -245,6 +321,7 @@ class AmqpTransport:
                 routing_key=routing_key,
                 properties=props,
                 mandatory=mandatory,
+                timeout=confirm_timeout,
             )
         except aiormq.exceptions.PublishError as exc:
             raise PublishError(
@@ -253,18 +330,22 @@ class AmqpTransport:
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused {routing_key!r} on {exchange!r}: {exc}") from exc
         except aiormq.exceptions.AMQPChannelError as exc:
-            raise PublishError(str(broker_error(exc, f"publishing to {exchange!r}"))) from exc
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+            if self._connection.is_closed:
+                raise self._gone(f"publishing {routing_key!r}", exc) from None
+            raise PublishError(str(broker_error(exc, f"publishing to {exchange!r}"))) from None
+        except _GONE as exc:
+            raise self._gone(f"publishing {routing_key!r}", exc) from None
+        except TimeoutError:
             raise PublishError(
-                f"publish of {routing_key!r} to {exchange!r} not confirmed: {exc!r}"
-            ) from exc
+                f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s"
+            ) from None
         if not isinstance(confirmation, spec.Basic.Ack):
             raise PublishError(f"broker did not ack {routing_key!r} on {exchange!r}")
 
     async def close(self) -> None:
         self._closing = True
-        connection, self._connection = self._connection, None
-        self._publish_channel = self._consume_channel = None
-        self._channels.clear()
-        if connection is not None and not connection.is_closed:
-            await connection.close()
+        if not self._connection.is_closed:
+            try:
+                await self._connection.close()
+            except (aiormq.exceptions.AMQPError, *_GONE) as exc:
+                log.debug("closing %r: %r", self, exc)

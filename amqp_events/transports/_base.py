@@ -7,7 +7,15 @@ from typing import Any, Protocol
 
 from .._topology import ConsumerSpec, Topology
 
-__all__ = ["CloseCallback", "Delivery", "OutgoingProperties", "Transport"]
+__all__ = [
+    "CloseCallback",
+    "Delivery",
+    "OutgoingProperties",
+    "Session",
+    "SessionHooks",
+    "SessionOpener",
+    "Transport",
+]
 
 CloseCallback = Callable[[BaseException | None], None]
 
@@ -78,6 +86,55 @@ class Delivery:
 
     async def reject(self, *, requeue: bool) -> None:
         raise NotImplementedError
+
+
+class SessionHooks(Protocol):
+    """What a session tells its owner: the connection died, or the broker cancelled a consumer."""
+
+    def session_lost(self, session: Session, exc: BaseException) -> None: ...
+
+    def consumer_cancelled(self, session: Session, consumer_tag: str) -> None: ...
+
+
+class Session(Protocol):
+    """One live connection to a broker. It does not reconnect: ``ReconnectingTransport`` does.
+
+    Operations on a session whose connection is gone raise ``BrokerConnectionError``.
+    """
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def declare(self, topology: Topology) -> None: ...
+
+    async def consume(self, spec: ConsumerSpec) -> str:
+        """Start a consumer; return its tag."""
+        ...
+
+    async def cancel(self, consumer_tag: str) -> None: ...
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
+    ) -> None:
+        """Publish and wait for the confirm: PublishError if refused, BrokerConnectionError if
+        the connection went away first."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SessionOpener(Protocol):
+    """Opens a session on the first broker (of possibly several hosts) that answers."""
+
+    async def __call__(self, hooks: SessionHooks) -> Session: ...
 
 
 class Transport(Protocol):

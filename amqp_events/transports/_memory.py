@@ -34,19 +34,16 @@ from .._errors import BrokerConnectionError, BrokerError, ConfigurationError, Pu
 from .._routing import topic_matches
 from .._topology import (
     BindingSpec,
-    ConsumerSpec,
     DeliveryCallback,
     ExchangeSpec,
     QueueSpec,
-    Topology,
 )
-from ._base import CloseCallback, Delivery, OutgoingProperties
+from ._base import Delivery, OutgoingProperties
 
 __all__ = [
     "ExchangeInfo",
     "MemoryBroker",
     "MemoryConnection",
-    "MemoryTransport",
     "MessageProperties",
     "MessageSnapshot",
     "QueueInfo",
@@ -475,6 +472,7 @@ class MemoryBroker:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._connection_ids = itertools.count(1)
         self._consumer_ids = itertools.count(1)
+        self._stopped = False
         self._declare_predefined()
 
     def __repr__(self) -> str:
@@ -518,8 +516,20 @@ class MemoryBroker:
 
     # -- connections ---------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Like ``rabbitmqctl stop_app``: close every connection and refuse new ones until
+        ``start()``. Queues and their messages stay."""
+        self._stopped = True
+        self.close_all_connections("CONNECTION_FORCED - broker forced connection closure")
+
+    def start(self) -> None:
+        """Accept connections again after ``stop()``."""
+        self._stopped = False
+
     def connect(self, name: str = "") -> MemoryConnection:
         """Open a connection: it owns exclusive queues, consumers and unsettled deliveries."""
+        if self._stopped:
+            raise BrokerConnectionError(f"memory broker {self.url} is stopped: connection refused")
         conn = MemoryConnection(self, name or f"connection-{next(self._connection_ids)}")
         self._connections[conn] = None
         log.debug("memory broker %r: connection %r opened", self._name, conn.name)
@@ -1616,10 +1626,6 @@ def _resource_locked(queue: str) -> BrokerError:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# The transport
-
-
 class _MemoryDelivery(Delivery):
     """A delivery from the memory broker; settling goes straight to the broker."""
 
@@ -1641,143 +1647,14 @@ class _MemoryDelivery(Delivery):
         self._tag = tag
 
     async def ack(self) -> None:
-        if self._connection._closed:
+        if self._connection.closed:
             # The broker requeued the message when the connection closed; nothing to settle.
             log.debug("ack of delivery %d ignored: its connection is closed", self._tag)
             return
-        self._connection._broker._ack(self._connection, self._tag)
+        self._connection.ack(self._tag)
 
     async def reject(self, *, requeue: bool) -> None:
-        if self._connection._closed:
+        if self._connection.closed:
             log.debug("reject of delivery %d ignored: its connection is closed", self._tag)
             return
-        self._connection._broker._reject(self._connection, self._tag, requeue)
-
-
-class MemoryTransport:
-    """The ``Transport`` over a ``MemoryBroker``, chosen by a ``memory://[name]`` URL.
-
-    Publishing is confirmed at once; an unroutable mandatory message or one refused by a full
-    queue raises ``PublishError``. Like ``httpx.MockTransport``, it is meant for users' tests.
-    """
-
-    def __init__(self, url: str) -> None:
-        """Check ``url``; the broker is resolved (and created if needed) by ``connect``."""
-        _parse_memory_url(url)
-        self._url = url
-        self._connection: MemoryConnection | None = None
-        self._close_callbacks: list[CloseCallback] = []
-        self._consumers: dict[str, ConsumerSpec] = {}
-
-    def __repr__(self) -> str:
-        return f"<MemoryTransport {self._url}>"
-
-    @property
-    def broker(self) -> MemoryBroker:
-        """The broker this transport's URL names."""
-        return broker_for_url(self._url)
-
-    async def connect(self) -> None:
-        """Open a connection to the broker; a no-op if already connected."""
-        if self._connection is not None and not self._connection.closed:
-            return
-        connection = broker_for_url(self._url).connect()
-        connection.on_close = self._on_connection_lost
-        connection.on_cancel = self._on_consumer_cancelled
-        self._connection = connection
-        self._consumers.clear()
-
-    async def declare(self, topology: Topology) -> None:
-        """Declare exchanges, then queues (exclusive ones owned by this connection), then
-        bindings."""
-        connection = self._open_connection("declare")
-        broker = connection.broker
-        for exchange in topology.exchanges:
-            broker.declare_exchange(exchange)
-        for queue in topology.queues:
-            broker.declare_queue(queue, connection=connection)
-        for binding in topology.bindings:
-            broker.bind(binding, connection=connection)
-
-    async def consume(self, spec: ConsumerSpec) -> None:
-        """Start delivering ``spec.queue`` to ``spec.callback`` with ``spec.prefetch``."""
-        connection = self._open_connection("consume")
-        tag = connection.consume(
-            spec.queue, spec.callback, prefetch=spec.prefetch, exclusive=spec.exclusive
-        )
-        self._consumers[tag] = spec
-
-    async def stop_consuming(self) -> None:
-        """Cancel this transport's consumers; in-flight deliveries can still be settled."""
-        connection = self._connection
-        tags = list(self._consumers)
-        self._consumers.clear()
-        if connection is None or connection.closed:
-            return
-        for tag in tags:
-            connection.cancel(tag)
-
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-        *,
-        properties: OutgoingProperties | None = None,
-        mandatory: bool = False,
-    ) -> None:
-        """Publish persistently; confirmed at once, else ``PublishError`` (see the class)."""
-        connection = self._connection
-        if connection is None or connection.closed:
-            raise PublishError(
-                f"cannot publish to exchange {exchange!r} with routing key {routing_key!r}: "
-                f"the memory transport for {self._url} is not connected"
-            )
-        connection.broker.publish(exchange, routing_key, body, headers, properties, mandatory)
-
-    async def close(self) -> None:
-        """Close the connection (unsettled deliveries are requeued), then call the close
-        callbacks with None. Idempotent."""
-        connection, self._connection = self._connection, None
-        self._consumers.clear()
-        if connection is None or connection.closed:
-            return  # never connected, already closed, or lost (callbacks already told)
-        connection.close()
-        self._run_close_callbacks(None)
-
-    def add_close_callback(self, callback: CloseCallback) -> None:
-        """Call ``callback(exc)`` when the broker closes the connection, or with None on
-        ``close``."""
-        self._close_callbacks.append(callback)
-
-    def _open_connection(self, operation: str) -> MemoryConnection:
-        connection = self._connection
-        if connection is None or connection.closed:
-            raise BrokerConnectionError(
-                f"cannot {operation}: the memory transport for {self._url} is not connected"
-            )
-        return connection
-
-    def _on_connection_lost(self, error: BaseException) -> None:
-        log.warning("memory transport %s: connection lost: %s", self._url, error)
-        self._consumers.clear()
-        self._run_close_callbacks(error)
-
-    def _on_consumer_cancelled(self, consumer_tag: str, queue: str) -> None:
-        # Restoring the consumer is the job of reconnection logic, which is not here yet.
-        self._consumers.pop(consumer_tag, None)
-        log.warning(
-            "memory transport %s: consumer %s of queue %r was cancelled by the broker "
-            "(queue deleted); it is not restored",
-            self._url,
-            consumer_tag,
-            queue,
-        )
-
-    def _run_close_callbacks(self, error: BaseException | None) -> None:
-        for callback in list(self._close_callbacks):
-            try:
-                callback(error)
-            except Exception:
-                log.exception("close callback %r of %r failed", callback, self)
+        self._connection.reject(self._tag, requeue=requeue)

@@ -135,9 +135,11 @@ async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None
     to_billing = Publisher(Route(Quote, "Quote"))
     answered: Collector[Price] = Collector()
     served = asyncio.Event()
+    published = asyncio.Event()
 
     async def slow_price(request: Quote) -> Price:
-        await shop.close()  # the caller goes away while its request is being handled
+        await published.wait()  # the caller's publish was confirmed ...
+        await shop.close()  # ... then it goes away while its request is being handled
         served.set()
         return await price(request)
 
@@ -152,6 +154,7 @@ async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None
         )
         await billing.start(service_request_consumer("Quote", slow_price))
         await to_billing.publish(Quote(item="tea", count=2))
+        published.set()
         await asyncio.wait_for(served.wait(), 10)
     # billing's close waited for the handler, whose response the broker confirmed
     assert await queue_depth(broker_url, "billing.headers.exchange.response.queue.shop") == 1

@@ -23,12 +23,14 @@ from amqp_events._topology import (
     QueueSpec,
     Topology,
 )
-from amqp_events.transports._base import Delivery, OutgoingProperties
+from amqp_events.transports import transport_for
+from amqp_events.transports._base import Delivery, OutgoingProperties, Transport
 from amqp_events.transports._memory import (
     MemoryBroker,
-    MemoryTransport,
     broker_for_url,
 )
+from amqp_events.transports._memory_session import MemoryOpener
+from tests.helpers import eventually
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -1109,7 +1111,18 @@ def test_broker_names_are_unique(broker: MemoryBroker) -> None:
 @pytest.mark.parametrize("url", ["amqp://localhost/", "memory://x/vhost", "memory://x?a=1"])
 def test_bad_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):
-        MemoryTransport(url)
+        MemoryOpener(url)
+
+
+def MemoryTransport(url: str, publish_timeout: float = 0.2) -> Transport:
+    """The transport a Connection uses for ``url``: reconnecting, over memory sessions."""
+    return transport_for(
+        [url],
+        connection_name="test",
+        connect_timeout=1.0,
+        publish_timeout=publish_timeout,
+        reconnect_timeout=5.0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1152,14 +1165,14 @@ async def test_transport_mandatory_unroutable_publish_raises(broker: MemoryBroke
 
 
 async def test_transport_publish_needs_a_connection(broker: MemoryBroker) -> None:
-    transport = MemoryTransport(broker.url)
-    with pytest.raises(PublishError, match="not connected"):
+    transport = MemoryTransport(broker.url, publish_timeout=0.05)
+    with pytest.raises(PublishError, match="not confirmed within 0.05s"):
         await transport.publish("", "q", b"m", {})
     with pytest.raises(BrokerConnectionError, match="not connected"):
         await transport.declare(Topology())
     await transport.connect()
     await transport.close()
-    with pytest.raises(PublishError, match="not connected"):
+    with pytest.raises(PublishError, match="connection is closed"):
         await transport.publish("", "q", b"m", {})
 
 
@@ -1234,7 +1247,7 @@ async def test_stop_consuming_lets_in_flight_deliveries_settle(broker: MemoryBro
     await transport.close()
 
 
-async def test_close_all_connections_reaches_close_callbacks(broker: MemoryBroker) -> None:
+async def test_close_all_connections_is_reported_then_recovered(broker: MemoryBroker) -> None:
     queue(broker, "q")
     transport = MemoryTransport(broker.url)
     errors: list[BaseException | None] = []
@@ -1248,29 +1261,33 @@ async def test_close_all_connections_reaches_close_callbacks(broker: MemoryBroke
     (error,) = errors
     assert isinstance(error, BrokerConnectionError)
     assert "CONNECTION_FORCED" in str(error)
-    await delivery.ack()  # ignored: requeued by the broker
-    assert broker.messages("q")[0].redelivered is True
-    with pytest.raises(PublishError, match="not connected"):
-        await transport.publish("", "q", b"m", {})
+    await delivery.ack()  # ignored: requeued by the broker ...
+    (again,) = (await held.wait_for(2))[1:]  # ... and redelivered to the restored consumer
+    assert again.redelivered is True
+    await transport.publish("", "q", b"after", {})  # publishing works again too
     await transport.close()
-    assert len(errors) == 1  # close after a loss does not report again
-    await transport.connect()  # a new connection works
-    await transport.publish("", "q", b"again", {})
-    await transport.close()
+    assert errors == [error, None]
 
 
-async def test_delete_queue_is_noticed_by_the_transport(
+async def test_deleted_queue_is_restored_with_its_consumer(
     broker: MemoryBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue(broker, "q")
     transport = MemoryTransport(broker.url)
     await transport.connect()
-    await transport.consume(ConsumerSpec("q", Inbox(), prefetch=1))
-    with caplog.at_level(logging.WARNING, logger="amqp_events.transports._memory"):
+    topology = Topology()
+    topology.add_queue(QueueSpec("q"))
+    await transport.declare(topology)
+    inbox = Inbox()
+    await transport.consume(ConsumerSpec("q", inbox, prefetch=1))
+    with caplog.at_level(logging.WARNING):
         broker.delete_queue("q")
-    assert "cancelled by the broker" in caplog.text
-    assert "'q'" in caplog.text
-    await transport.stop_consuming()  # nothing left to cancel: no error
+        await eventually(
+            lambda: "q" in broker.queue_names() and broker.queue_info("q").consumers == 1
+        )
+    assert "cancelled the consumer of 'q'" in caplog.text
+    broker.publish("", "q", b"after")
+    assert (await inbox.wait_for(1))[0].body == b"after"
+    await transport.stop_consuming()
     await transport.close()
 
 
@@ -1286,7 +1303,6 @@ async def test_two_transports_with_one_url_share_a_broker() -> None:
     await receiver.consume(ConsumerSpec("shared", inbox, prefetch=1))
     await sender.publish("", "shared", b"hello", {})
     assert (await inbox.wait_for(1))[0].body == b"hello"
-    assert sender.broker is receiver.broker
     await sender.close()
     await receiver.close()
-    sender.broker.reset()
+    broker_for_url(url).reset()

@@ -19,6 +19,7 @@ DOCUMENTED = {
     "MemoryBroker",
     "PublishError",
     "Publisher",
+    "ReconnectFailed",
     "RemoteError",
     "RequestTimeout",
     "Route",

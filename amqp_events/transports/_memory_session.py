@@ -1,0 +1,93 @@
+"""Sessions on the in-memory broker, for ``memory://`` URLs.
+
+The same ``ReconnectingTransport`` runs over them as over RabbitMQ, so what a test shows about
+reconnection in memory holds for the real broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._errors import BrokerConnectionError
+from .._topology import ConsumerSpec, Topology
+from ._base import OutgoingProperties, SessionHooks
+from ._memory import MemoryConnection, _parse_memory_url, broker_for_url
+
+__all__ = ["MemoryOpener", "MemorySession"]
+
+
+class MemoryOpener:
+    """Opens sessions on the broker a ``memory://[name]`` URL names."""
+
+    def __init__(self, url: str) -> None:
+        _parse_memory_url(url)  # ConfigurationError for a malformed memory:// URL
+        self._url = url
+
+    async def __call__(self, hooks: SessionHooks) -> MemorySession:
+        connection = broker_for_url(self._url).connect()  # BrokerConnectionError if stopped
+        return MemorySession(connection, hooks)
+
+
+class MemorySession:
+    """One connection to a ``MemoryBroker``; confirms are immediate."""
+
+    def __init__(self, connection: MemoryConnection, hooks: SessionHooks) -> None:
+        self._connection = connection
+        self._hooks = hooks
+        connection.on_close = self._on_closed
+        connection.on_cancel = self._on_cancelled
+
+    def __repr__(self) -> str:
+        return f"MemorySession({self._connection!r})"
+
+    @property
+    def is_open(self) -> bool:
+        return not self._connection.closed
+
+    def _on_closed(self, error: BaseException) -> None:
+        self._hooks.session_lost(self, error)
+
+    def _on_cancelled(self, consumer_tag: str, _queue: str) -> None:
+        self._hooks.consumer_cancelled(self, consumer_tag)
+
+    def _open(self, doing: str) -> MemoryConnection:
+        if self._connection.closed:
+            raise BrokerConnectionError(f"cannot {doing}: {self._connection!r} is closed")
+        return self._connection
+
+    async def declare(self, topology: Topology) -> None:
+        connection = self._open("declare")
+        broker = connection.broker
+        for exchange in topology.exchanges:
+            broker.declare_exchange(exchange)
+        for queue in topology.queues:
+            broker.declare_queue(queue, connection=connection)
+        for binding in topology.bindings:
+            broker.bind(binding, connection=connection)
+
+    async def consume(self, spec: ConsumerSpec) -> str:
+        return self._open("consume").consume(
+            spec.queue, spec.callback, prefetch=spec.prefetch, exclusive=spec.exclusive
+        )
+
+    async def cancel(self, consumer_tag: str) -> None:
+        self._open("cancel a consumer").cancel(consumer_tag)
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
+    ) -> None:
+        connection = self._open("publish")
+        connection.broker.publish(exchange, routing_key, body, headers, properties, mandatory)
+
+    async def close(self) -> None:
+        if not self._connection.closed:
+            self._connection.close()
