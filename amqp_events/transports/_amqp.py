@@ -148,6 +148,7 @@ class AmqpSession:
         self._url = url
         self._hooks = hooks
         self._closing = False
+        self._lost = False  # aio-pika's is_closed stays False when the broker closed us
         self._publish: aiormq.abc.AbstractChannel | None = None
         self._consume: aiormq.abc.AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
@@ -158,7 +159,11 @@ class AmqpSession:
 
     @property
     def is_open(self) -> bool:
-        return not self._closing and not self._connection.is_closed
+        return not (self._closing or self._lost or self._connection.is_closed)
+
+    @property
+    def _dead(self) -> bool:
+        return self._lost or self._connection.is_closed
 
     async def _channel(self, *, confirms: bool) -> aiormq.abc.AbstractChannel:
         channel = await self._connection.channel(
@@ -173,6 +178,7 @@ class AmqpSession:
         self._consume.closing.add_done_callback(self._on_consume_channel_closed)
 
     def _on_connection_closed(self, _sender: object, exc: BaseException | None) -> None:
+        self._lost = True
         if not self._closing:
             self._hooks.session_lost(
                 self,
@@ -180,7 +186,7 @@ class AmqpSession:
             )
 
     def _on_consume_channel_closed(self, _future: asyncio.Future[Any]) -> None:
-        if self._closing or self._connection.is_closed:
+        if self._closing or self._dead:
             return
         # A consume channel closed by the broker takes every consumer with it: start over.
         log.warning("consume channel closed by the broker; reconnecting")
@@ -230,7 +236,7 @@ class AmqpSession:
                     arguments=dict(b.arguments),
                 )
         except aiormq.exceptions.AMQPChannelError as exc:
-            if self._connection.is_closed:
+            if self._dead:
                 raise self._gone(doing, exc) from None
             raise broker_error(exc, doing) from None
         except _GONE as exc:
@@ -253,7 +259,7 @@ class AmqpSession:
             await channel.basic_qos(prefetch_count=spec_.prefetch, global_=False)
             result = await channel.basic_consume(spec_.queue, on_message, exclusive=spec_.exclusive)
         except aiormq.exceptions.AMQPChannelError as exc:
-            if self._connection.is_closed:
+            if self._dead:
                 raise self._gone(doing, exc) from None
             raise broker_error(exc, doing) from None
         except _GONE as exc:
@@ -274,7 +280,7 @@ class AmqpSession:
         channel = self._publish
         if channel is not None and not channel.is_closed:
             return channel
-        if self._connection.is_closed:
+        if self._dead:
             raise BrokerConnectionError(f"connection to {redact(self._url)} is closed")
         async with self._publish_lock:  # after a channel error, one task reopens it
             if self._publish is None or self._publish.is_closed:
@@ -330,7 +336,7 @@ class AmqpSession:
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused {routing_key!r} on {exchange!r}: {exc}") from exc
         except aiormq.exceptions.AMQPChannelError as exc:
-            if self._connection.is_closed:
+            if self._dead:
                 raise self._gone(f"publishing {routing_key!r}", exc) from None
             raise PublishError(str(broker_error(exc, f"publishing to {exchange!r}"))) from None
         except _GONE as exc:
@@ -344,7 +350,7 @@ class AmqpSession:
 
     async def close(self) -> None:
         self._closing = True
-        if not self._connection.is_closed:
+        if not self._dead:
             try:
                 await self._connection.close()
             except (aiormq.exceptions.AMQPError, *_GONE) as exc:
