@@ -5,18 +5,24 @@ The public API is exactly ``__all__``; every other module is private.
 
 from ._connection import Connection
 from ._errors import (
+    Ack,
     AmqpEventsError,
     BrokerConnectionError,
     BrokerError,
     ConfigurationError,
     DecodeError,
+    Drop,
+    HandlerControl,
     PublishError,
     ReconnectFailed,
+    Reject,
     RemoteError,
     RequestTimeout,
+    Retry,
 )
 from ._headers import Headers
 from ._publisher import Publisher
+from ._retry import RetryPolicy
 from ._router import EventRouter
 from ._routing import Route
 from ._setup import (
@@ -29,26 +35,34 @@ from ._setup import (
     service_request_consumer,
     service_response_consumer,
     transient_event_stream_consumer,
+    with_concurrency_limit,
     with_prefetch_limit,
+    with_retry_policy,
     with_type_mapping,
 )
 from .transports._memory import MemoryBroker
 
 __all__ = [
+    "Ack",
     "AmqpEventsError",
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
     "Connection",
     "DecodeError",
+    "Drop",
     "EventRouter",
+    "HandlerControl",
     "Headers",
     "MemoryBroker",
     "PublishError",
     "Publisher",
     "ReconnectFailed",
+    "Reject",
     "RemoteError",
     "RequestTimeout",
+    "Retry",
+    "RetryPolicy",
     "Route",
     "Setup",
     "close_listener",
@@ -59,6 +73,8 @@ __all__ = [
     "service_request_consumer",
     "service_response_consumer",
     "transient_event_stream_consumer",
+    "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_retry_policy",
     "with_type_mapping",
 ]

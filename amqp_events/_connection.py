@@ -16,7 +16,7 @@ from ._consumer import InFlight, QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
 from ._handlers import resolve
 from ._requests import PendingRequests, Responder
-from ._retry import HandlerRetry
+from ._retry import FailureRouter, RetryPolicy
 from ._router import EventRouter, H
 from ._setup import Setup, SetupBuilder
 from ._topology import ConsumerSpec
@@ -89,6 +89,7 @@ class Connection:
         self._publishers: list[Any] = []
         self._responder = Responder(service_name)
         self._pending: list[PendingRequests] = []
+        self._failure_routers: list[FailureRouter] = []
         self._in_flight = InFlight()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
@@ -114,10 +115,13 @@ class Connection:
         event_type: Any = None,
         *,
         exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on this service's durable event stream queue."""
         self._check_not_started("register a consumer")
-        return self._router.event_stream_consumer(routing_key, event_type, exchange=exchange)
+        return self._router.event_stream_consumer(
+            routing_key, event_type, exchange=exchange, retry=retry
+        )
 
     def transient_event_stream_consumer(
         self,
@@ -125,26 +129,34 @@ class Connection:
         event_type: Any = None,
         *,
         exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
         self._check_not_started("register a consumer")
         return self._router.transient_event_stream_consumer(
-            routing_key, event_type, exchange=exchange
+            routing_key, event_type, exchange=exchange, retry=retry
         )
 
     def service_request_consumer(
-        self, routing_key: str, event_type: Any = None
+        self, routing_key: str, event_type: Any = None, *, retry: RetryPolicy | None = None
     ) -> Callable[[H], H]:
         """Decorator: answer requests with ``routing_key``; the handler returns the response."""
         self._check_not_started("register a consumer")
-        return self._router.service_request_consumer(routing_key, event_type)
+        return self._router.service_request_consumer(routing_key, event_type, retry=retry)
 
     def service_response_consumer(
-        self, target_service: str, routing_key: str, event_type: Any = None
+        self,
+        target_service: str,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
         self._check_not_started("register a consumer")
-        return self._router.service_response_consumer(target_service, routing_key, event_type)
+        return self._router.service_response_consumer(
+            target_service, routing_key, event_type, retry=retry
+        )
 
     def include(self, router: EventRouter) -> None:
         """Attach the handlers of an ``EventRouter``; they are set up by ``start``."""
@@ -176,18 +188,29 @@ class Connection:
         return builder
 
     def _dispatchers(self, builder: SetupBuilder) -> list[QueueDispatcher]:
-        retry = HandlerRetry()
-        return [
-            QueueDispatcher(
-                queue,
-                [resolve(spec, builder.type_mapping) for spec in consumers.handlers],
-                self._in_flight,
-                retry,
-                responder=self._responder if queue in builder.request_queues else None,
-                pending=builder.pending.get(queue),
+        limit = asyncio.Semaphore(builder.concurrency_limit) if builder.concurrency_limit else None
+        dispatchers = []
+        for queue, consumers in builder.consumers.items():
+            failures = FailureRouter(
+                queue, self._service, consumers.delays_ms(builder.retry_policy)
             )
-            for queue, consumers in builder.consumers.items()
-        ]
+            self._failure_routers.append(failures)
+            handlers = [
+                resolve(spec, builder.type_mapping, builder.retry_policy)
+                for spec in consumers.handlers
+            ]
+            dispatchers.append(
+                QueueDispatcher(
+                    queue,
+                    handlers,
+                    self._in_flight,
+                    failures,
+                    responder=self._responder if queue in builder.request_queues else None,
+                    pending=builder.pending.get(queue),
+                    limit=limit,
+                )
+            )
+        return dispatchers
 
     async def start(self, *setups: Setup) -> None:
         """Apply ``setups``, check them all, then declare the topology and start consuming.
@@ -196,6 +219,7 @@ class Connection:
         """
         self._check_not_started("start")
         builder = self._build(setups)
+        builder.declare_failure_queues()
         dispatchers = self._dispatchers(builder)
         self._state = "starting"
         transport = transport_for(
@@ -214,6 +238,8 @@ class Connection:
             transport.add_close_callback(self._on_transport_closed)
             await transport.declare(builder.topology)
             self._responder.transport = transport
+            for failures in self._failure_routers:
+                failures.transport = transport
             self._pending = list(builder.pending.values())
             for publisher, destination in builder.publishers:
                 publisher._attach(transport, destination, self._service, repr(self))

@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-from ._errors import AmqpEventsError, ConfigurationError, DecodeError
-from ._handlers import ResolvedHandler
+from . import _naming as naming
+from ._errors import (
+    Ack,
+    AmqpEventsError,
+    ConfigurationError,
+    DecodeError,
+    Drop,
+    Reject,
+    Retry,
+)
+from ._handlers import ResolvedHandler, handler_name
+from ._headers import Headers
 from ._requests import PendingRequests, Responder
-from ._retry import GaveUp, HandlerRetry, invoke
+from ._retry import DeadReason, FailureRouter
 from ._routing import is_pattern, topic_matches, topics_overlap
 from .transports._base import Delivery
 
@@ -65,17 +76,29 @@ class InFlight:
         await self._idle.wait()
 
 
+async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> Any:
+    if handler.wants_headers:
+        return await handler.handler(event, Headers(delivery.headers))
+    return await handler.handler(event)
+
+
 class QueueDispatcher:
-    """Routes the deliveries of one queue to its handlers."""
+    """Routes the deliveries of one queue to its handlers and settles each one exactly once.
+
+    Returning acks. A failure is retried through a delay queue until the handler's retry policy
+    runs out, then dead-lettered; a message that cannot be decoded or has no handler is
+    dead-lettered at once.
+    """
 
     __slots__ = (
         "_by_key",
         "_exact",
+        "_failures",
         "_in_flight",
+        "_limit",
         "_patterns",
         "_pending",
         "_responder",
-        "_retry",
         "queue",
     )
 
@@ -84,19 +107,21 @@ class QueueDispatcher:
         queue: str,
         handlers: Sequence[ResolvedHandler],
         in_flight: InFlight,
-        retry: HandlerRetry,
+        failures: FailureRouter,
         *,
         responder: Responder | None = None,
         pending: PendingRequests | None = None,
+        limit: asyncio.Semaphore | None = None,
     ) -> None:
         self.queue = queue
         self._exact = {h.routing_key: h for h in handlers if not is_pattern(h.routing_key)}
         self._patterns = [h for h in handlers if is_pattern(h.routing_key)]
         self._by_key: dict[str, ResolvedHandler | None] = dict(self._exact)
         self._in_flight = in_flight
-        self._retry = retry
+        self._failures = failures
         self._responder = responder  # on a request queue: handlers' results are responses
         self._pending = pending  # on a response queue: awaited requests come first
+        self._limit = limit  # handlers running at once, across the connection
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
         try:
@@ -111,7 +136,11 @@ class QueueDispatcher:
     async def on_delivery(self, delivery: Delivery) -> None:
         self._in_flight.enter()
         try:
-            await self._dispatch(delivery)
+            if self._limit is None:
+                await self._dispatch(delivery)
+            else:
+                async with self._limit:
+                    await self._dispatch(delivery)
         finally:
             self._in_flight.leave()
 
@@ -119,64 +148,86 @@ class QueueDispatcher:
         if self._pending is not None and self._pending.resolve(delivery):
             await delivery.ack()
             return
-        key = delivery.routing_key
+        headers = delivery.headers
+        # A retried message comes back from its delay queue with the queue's name as routing
+        # key; the event's own key travels in our header.
+        key = headers.get(naming.ROUTING_KEY_HEADER) or delivery.routing_key
+        attempt = headers.get(naming.ATTEMPT_HEADER, 1)
         handler = self.handler_for(key)
         if handler is None:
             if self._pending is not None and delivery.correlation_id is not None:
                 reason = "response to a request nobody awaits any more (timed out or restarted)"
             else:
                 reason = f"no handler for routing key {key!r}"
-            await self._reject(delivery, reason)
+            await self._failures.dead_letter(delivery, key, attempt, DeadReason.NO_HANDLER, reason)
             return
         decode = handler.decoder_for_key(key)
-        if decode is None:
-            await self._reject(delivery, f"no event type mapped for routing key {key!r}")
-            return
         try:
+            if decode is None:
+                raise DecodeError(f"no event type mapped for routing key {key!r}")
             event = decode(delivery.body)
         except DecodeError as exc:
-            await self._reject(delivery, str(exc))
+            await self._failures.dead_letter(delivery, key, attempt, DeadReason.UNDECODABLE, exc)
             return
         try:
             result = await invoke(handler, event, delivery)
+        except (Ack, Drop) as done:
+            if isinstance(done, Drop):
+                log.debug("handler dropped %r from %r: %s", key, self.queue, done.reason)
+            await delivery.ack()
+            return
+        except Reject as exc:
+            await self._failures.dead_letter(delivery, key, attempt, DeadReason.REJECTED, exc)
+            return
         except Exception as exc:
-            if self._responder is not None and delivery.correlation_id is not None:
-                # An awaiting caller gets the error now rather than a timeout after retries.
-                await self._answer_error(delivery, exc)
-                return
-            try:
-                result = await self._retry.run(handler, event, delivery, exc)
-            except GaveUp as gave_up:
-                cause = gave_up.__cause__
-                await self._reject(delivery, f"handler failed: {type(cause).__name__}: {cause}")
-                return
+            await self._failed(handler, delivery, key, attempt, exc)
+            return
         if self._responder is not None:
             try:
                 await self._responder.send(delivery, result)
             except AmqpEventsError as exc:
-                await self._reject(delivery, f"response not sent: {exc}")
+                await self._failures.dead_letter(
+                    delivery, key, attempt, DeadReason.HANDLER_FAILED, exc
+                )
                 return
         await delivery.ack()
 
-    async def _answer_error(self, delivery: Delivery, exc: Exception) -> None:
+    async def _failed(
+        self, handler: ResolvedHandler, delivery: Delivery, key: str, attempt: int, exc: Exception
+    ) -> None:
+        if self._responder is not None and delivery.correlation_id is not None:
+            # An awaiting caller gets the error now rather than a timeout after retries.
+            await self._answer_error(delivery, key, attempt, exc)
+            return
+        policy = handler.retry
+        if attempt >= policy.attempts or not self._failures.can_delay:
+            await self._failures.dead_letter(delivery, key, attempt, DeadReason.HANDLER_FAILED, exc)
+            return
+        if isinstance(exc, Retry) and exc.delay is not None:
+            delay_ms = self._failures.nearest_delay_ms(round(exc.delay * 1000))
+        else:
+            delay_ms = policy.delay_ms_after(attempt)
+            log.warning(
+                "handler %s failed on %r (attempt %d of %d), retrying in %d ms: %r",
+                handler_name(handler.handler),
+                key,
+                attempt,
+                policy.attempts,
+                delay_ms,
+                exc,
+            )
+        await self._failures.retry(delivery, key, attempt, delay_ms)
+
+    async def _answer_error(
+        self, delivery: Delivery, key: str, attempt: int, exc: Exception
+    ) -> None:
         assert self._responder is not None
-        log.warning(
-            "request handler for %r raised %r; the caller gets it", delivery.routing_key, exc
-        )
+        log.warning("request handler for %r raised %r; the caller gets it", key, exc)
         try:
             await self._responder.send_error(delivery, exc)
         except AmqpEventsError as send_failed:
-            await self._reject(delivery, f"error response not sent: {send_failed}")
+            await self._failures.dead_letter(
+                delivery, key, attempt, DeadReason.HANDLER_FAILED, send_failed
+            )
             return
         await delivery.ack()
-
-    async def _reject(self, delivery: Delivery, reason: str) -> None:
-        # Without requeue: requeueing a message that can never be handled loops forever.
-        log.warning(
-            "rejecting message %r from queue %r (service %r): %s",
-            delivery.routing_key,
-            self.queue,
-            delivery.headers.get("service"),
-            reason,
-        )
-        await delivery.reject(requeue=False)

@@ -13,8 +13,13 @@
     ├── DecodeError                 a message body that does not decode into the handler's type
     ├── RequestTimeout              an awaited request got no response in time (also a
     │                               TimeoutError)
-    └── RemoteError                 the responding service's handler raised; ``error_type``
-                                    and the message say what it raised
+    ├── RemoteError                 the responding service's handler raised; ``error_type``
+    │                               and the message say what it raised
+    └── HandlerControl              raised by a handler on purpose to decide a message's fate:
+        ├── Retry                   try again later (counts as an attempt)
+        ├── Reject                  straight to the dead-letter queue, with a reason
+        ├── Ack                     done: acknowledge now, skip the rest of the handler
+        └── Drop                    discard on purpose: acknowledged, not dead-lettered
 
 Each message names the thing at fault and, where there is one, what would fix it.
 """
@@ -22,15 +27,20 @@ Each message names the thing at fault and, where there is one, what would fix it
 from __future__ import annotations
 
 __all__ = [
+    "Ack",
     "AmqpEventsError",
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
     "DecodeError",
+    "Drop",
+    "HandlerControl",
     "PublishError",
     "ReconnectFailed",
+    "Reject",
     "RemoteError",
     "RequestTimeout",
+    "Retry",
 ]
 
 
@@ -83,3 +93,37 @@ class RemoteError(AmqpEventsError):
         self.service = service
         self.error_type = error_type
         self.message = message
+
+
+class HandlerControl(AmqpEventsError):
+    """Base of the exceptions a handler raises on purpose to decide what happens to a message."""
+
+
+class Retry(HandlerControl):
+    """Handle the message again later: after ``delay`` seconds (rounded up to one of the retry
+    policy's delays), else after the policy's next delay. Counts as an attempt."""
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(HandlerControl):
+    """Send the message straight to the dead-letter queue, with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Ack(HandlerControl):
+    """Stop handling: the message is acknowledged as handled."""
+
+
+class Drop(HandlerControl):
+    """Discard the message on purpose: acknowledged, logged at debug, not dead-lettered."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "dropped")
+        self.reason = reason

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from ._codec import Decoder, decoder_for, is_event_type
 from ._errors import ConfigurationError
+from ._retry import RetryPolicy
 from ._routing import TypeMapping, declared_key, is_pattern, topic_matches
 
 __all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
@@ -29,6 +30,7 @@ class HandlerSpec:
     routing_key: str
     handler: Handler
     event_type: Any = None
+    retry: RetryPolicy | None = None  # None: the connection's policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class ResolvedHandler:
     decoder: Decoder | None
     decoder_by_key: dict[str, Decoder] | None
     description: str
+    retry: RetryPolicy
 
     def decoder_for_key(self, routing_key: str) -> Decoder | None:
         if self.decoder is not None:
@@ -97,7 +100,7 @@ def _union_members(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
+def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy) -> ResolvedHandler:
     """Find the handler's event type(s), from the explicit type or the annotation.
 
     A union annotation (``OrderCreated | OrderUpdated``) is resolved per routing key through the
@@ -113,6 +116,7 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
         source = "annotation"
     if typing.get_origin(event_type) is dict:
         event_type = dict
+    retry = spec.retry or default_retry
     if is_event_type(event_type):
         return ResolvedHandler(
             spec.routing_key,
@@ -121,10 +125,11 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
             decoder_for(event_type),
             None,
             f"{name}({getattr(event_type, '__name__', event_type)})",
+            retry,
         )
     members = _union_members(event_type)
     if members and all(is_event_type(m) and m is not dict for m in members):
-        return _resolve_union(spec, members, mapping, wants_headers)
+        return _resolve_union(spec, members, mapping, wants_headers, retry)
     if event_type is None:
         raise ConfigurationError(
             f"handler {name} for {spec.routing_key!r} has no event type: annotate its first "
@@ -137,7 +142,11 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping) -> ResolvedHandler:
 
 
 def _resolve_union(
-    spec: HandlerSpec, members: tuple[Any, ...], mapping: TypeMapping, wants_headers: bool
+    spec: HandlerSpec,
+    members: tuple[Any, ...],
+    mapping: TypeMapping,
+    wants_headers: bool,
+    retry: RetryPolicy,
 ) -> ResolvedHandler:
     name = handler_name(spec.handler)
     by_key: dict[str, Decoder] = {}
@@ -158,5 +167,5 @@ def _resolve_union(
             "route matching that key; add with_type_mapping(...) routes for them"
         )
     return ResolvedHandler(
-        spec.routing_key, spec.handler, wants_headers, None, by_key, f"{name}(union)"
+        spec.routing_key, spec.handler, wants_headers, None, by_key, f"{name}(union)", retry
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._naming import SERVICE_HEADER
+from ._naming import HEADER_PREFIX, SERVICE_HEADER
 
 __all__ = ["Headers", "check_user_headers"]
 
@@ -57,6 +57,11 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
             raise ConfigurationError(
                 f"header {SERVICE_HEADER!r} is reserved: amqp-events sets it to the publishing "
                 "service's name (goamqp routes responses by it); use another name"
+            )
+        if name.startswith(HEADER_PREFIX):
+            raise ConfigurationError(
+                f"header {name!r}: names starting with {HEADER_PREFIX!r} are reserved for the "
+                "library's retry and dead-letter bookkeeping"
             )
         if name in ("CC", "BCC") and not (
             isinstance(value, list | tuple) and all(isinstance(q, str) for q in value)

@@ -54,6 +54,39 @@ def response_queue(target: str, caller: str) -> str:
     return f"{response_exchange(target)}.queue.{caller}"
 
 
+def retry_queue(queue: str, delay_ms: int) -> str:
+    """The delay queue that holds ``queue``'s failed messages for ``delay_ms`` before retrying."""
+    return f"{queue}.retry.{delay_ms}"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where ``queue``'s messages go when they cannot be handled."""
+    return f"{queue}.dlq"
+
+
+def retry_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
+    """Hold messages ``delay_ms``, then dead-letter them back to ``queue`` (default exchange)."""
+    return {
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+    }
+
+
+# Headers amqp-events sets on retried and dead-lettered messages. RabbitMQ owns "x-" headers and
+# has changed how it fills them, so ours carry everything the library needs.
+HEADER_PREFIX: Final = "amqp-events-"
+ROUTING_KEY_HEADER: Final = "amqp-events-routing-key"
+EXCHANGE_HEADER: Final = "amqp-events-exchange"
+ATTEMPT_HEADER: Final = "amqp-events-attempt"
+DEAD_REASON_HEADER: Final = "amqp-events-dead-reason"
+DEAD_QUEUE_HEADER: Final = "amqp-events-dead-queue"
+DEAD_SERVICE_HEADER: Final = "amqp-events-dead-service"
+DEAD_AT_HEADER: Final = "amqp-events-dead-at"
+EXCEPTION_TYPE_HEADER: Final = "amqp-events-exception-type"
+EXCEPTION_MESSAGE_HEADER: Final = "amqp-events-exception-message"
+
+
 def durable_queue_arguments() -> dict[str, Any]:
     """Arguments of every durable service queue: only x-expires, exactly as goamqp declares."""
     return {"x-expires": QUEUE_EXPIRES_MS}

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from . import _naming as naming
 from ._handlers import Handler
+from ._retry import RetryPolicy
 from ._setup import (
     Setup,
     event_stream_consumer,
@@ -49,12 +50,15 @@ class EventRouter:
         event_type: Any = None,
         *,
         exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on the service's durable event stream queue."""
 
         def register(handler: H) -> H:
             self._setups.append(
-                event_stream_consumer(routing_key, handler, event_type, exchange=exchange)
+                event_stream_consumer(
+                    routing_key, handler, event_type, exchange=exchange, retry=retry
+                )
             )
             return handler
 
@@ -66,36 +70,48 @@ class EventRouter:
         event_type: Any = None,
         *,
         exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
 
         def register(handler: H) -> H:
             self._setups.append(
-                transient_event_stream_consumer(routing_key, handler, event_type, exchange=exchange)
+                transient_event_stream_consumer(
+                    routing_key, handler, event_type, exchange=exchange, retry=retry
+                )
             )
             return handler
 
         return register
 
     def service_request_consumer(
-        self, routing_key: str, event_type: Any = None
+        self, routing_key: str, event_type: Any = None, *, retry: RetryPolicy | None = None
     ) -> Callable[[H], H]:
         """Decorator: answer requests with ``routing_key``; the handler returns the response."""
 
         def register(handler: H) -> H:
-            self._setups.append(service_request_consumer(routing_key, handler, event_type))
+            self._setups.append(
+                service_request_consumer(routing_key, handler, event_type, retry=retry)
+            )
             return handler
 
         return register
 
     def service_response_consumer(
-        self, target_service: str, routing_key: str, event_type: Any = None
+        self,
+        target_service: str,
+        routing_key: str,
+        event_type: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
 
         def register(handler: H) -> H:
             self._setups.append(
-                service_response_consumer(target_service, routing_key, handler, event_type)
+                service_response_consumer(
+                    target_service, routing_key, handler, event_type, retry=retry
+                )
             )
             return handler
 

@@ -16,6 +16,7 @@ from ._errors import ConfigurationError
 from ._handlers import Handler, HandlerSpec, check_handler, handler_name
 from ._publisher import Destination, Publisher
 from ._requests import MAX_PENDING_REQUESTS, PendingRequests
+from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from ._routing import Route, TypeMapping, validate_routing_key
 from ._topology import BindingSpec, ExchangeSpec, QueueSpec, Topology
 from .transports._base import CloseCallback
@@ -31,7 +32,9 @@ __all__ = [
     "service_request_consumer",
     "service_response_consumer",
     "transient_event_stream_consumer",
+    "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_retry_policy",
     "with_type_mapping",
 ]
 
@@ -43,7 +46,12 @@ class QueueConsumers:
     """The handlers registered on one queue."""
 
     queue: str
+    transient: bool = False
     handlers: list[HandlerSpec] = field(default_factory=list)
+
+    def delays_ms(self, default: RetryPolicy) -> list[int]:
+        """Every retry delay any handler of this queue may use: one delay queue each."""
+        return sorted({d for h in self.handlers for d in (h.retry or default).delays_ms})
 
 
 class SetupBuilder:
@@ -58,10 +66,12 @@ class SetupBuilder:
         self.pending: dict[str, PendingRequests] = {}  # response queue -> awaited requests
         self.type_mapping = TypeMapping()
         self.prefetch = naming.DEFAULT_PREFETCH
+        self.retry_policy = DEFAULT_RETRY_POLICY
+        self.concurrency_limit: int | None = None
         self.close_listeners: list[CloseCallback] = []
 
-    def add_handler(self, queue: str, spec: HandlerSpec) -> None:
-        consumers = self.consume_queue(queue)
+    def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
+        consumers = self.consume_queue(queue, transient=transient)
         consumers.handlers.append(spec)
         check_overlaps(
             queue, [(h.routing_key, handler_name(h.handler)) for h in consumers.handlers]
@@ -75,9 +85,32 @@ class SetupBuilder:
         self.publishers.append((publisher, destination))
         self.type_mapping.merge(publisher.type_mapping)
 
-    def consume_queue(self, queue: str) -> QueueConsumers:
+    def consume_queue(self, queue: str, *, transient: bool = False) -> QueueConsumers:
         """Consume ``queue`` even when no handler is registered on it (awaited responses)."""
-        return self.consumers.setdefault(queue, QueueConsumers(queue))
+        return self.consumers.setdefault(queue, QueueConsumers(queue, transient))
+
+    def declare_failure_queues(self) -> None:
+        """Each consumed queue's delay queues and dead-letter queue, once every setup ran.
+
+        They go with their queue: durable beside a durable queue, exclusive to the connection
+        beside a transient one (whose messages are not kept across restarts anyway).
+        """
+        for consumers in self.consumers.values():
+            queue = consumers.queue
+            kind: dict[str, Any] = (
+                {"durable": False, "exclusive": True, "auto_delete": False}
+                if consumers.transient
+                else {}
+            )
+            self.topology.add_queue(QueueSpec(naming.dead_letter_queue(queue), **kind))
+            for delay_ms in consumers.delays_ms(self.retry_policy):
+                self.topology.add_queue(
+                    QueueSpec(
+                        naming.retry_queue(queue, delay_ms),
+                        arguments=naming.retry_queue_arguments(queue, delay_ms),
+                        **kind,
+                    )
+                )
 
     def declare_durable_queue(self, queue: str) -> None:
         self.topology.add_queue(QueueSpec(queue, arguments=naming.durable_queue_arguments()))
@@ -170,14 +203,20 @@ def queue_publisher(publisher: Publisher, queue_name: str, *, cc: tuple[str, ...
     return apply
 
 
-def service_request_consumer(routing_key: str, handler: Handler, event_type: Any = None) -> Setup:
+def service_request_consumer(
+    routing_key: str,
+    handler: Handler,
+    event_type: Any = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> Setup:
     """Answer requests sent to this service with ``routing_key``; the handler returns the response.
 
     Declares ``<service>.direct.exchange.request`` and ``<service>.headers.exchange.response``
     and consumes ``<service>.direct.exchange.request.queue``. The response goes to the caller
     named in the request's ``service`` header, with the request's routing key.
     """
-    spec = _handler_spec(routing_key, handler, event_type)
+    spec = _handler_spec(routing_key, handler, event_type, retry)
 
     def apply(builder: SetupBuilder) -> None:
         service = builder.service
@@ -194,7 +233,12 @@ def service_request_consumer(routing_key: str, handler: Handler, event_type: Any
 
 
 def service_response_consumer(
-    target_service: str, routing_key: str, handler: Handler, event_type: Any = None
+    target_service: str,
+    routing_key: str,
+    handler: Handler,
+    event_type: Any = None,
+    *,
+    retry: RetryPolicy | None = None,
 ) -> Setup:
     """Consume responses from ``target_service`` to this service's requests with ``routing_key``.
 
@@ -202,7 +246,7 @@ def service_response_consumer(
     ``<target>.headers.exchange.response`` with ``{"service": "<service>"}``.
     """
     _check_service_name(target_service, "service_response_consumer")
-    spec = _handler_spec(routing_key, handler, event_type)
+    spec = _handler_spec(routing_key, handler, event_type, retry)
 
     def apply(builder: SetupBuilder) -> None:
         _declare_service_exchanges(builder, target_service)
@@ -238,13 +282,15 @@ def event_stream_consumer(
     event_type: Any = None,
     *,
     exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    retry: RetryPolicy | None = None,
 ) -> Setup:
     """Consume ``routing_key`` (topic patterns allowed) from the event stream with ``handler``.
 
     Messages arrive on the service's durable queue ``events.topic.exchange.queue.<service>``.
     The event type comes from ``event_type``, else from the handler's first annotation.
+    ``retry`` overrides the connection's retry policy for this handler.
     """
-    spec = _handler_spec(routing_key, handler, event_type)
+    spec = _handler_spec(routing_key, handler, event_type, retry)
 
     def apply(builder: SetupBuilder) -> None:
         queue = naming.event_stream_queue(builder.service, exchange)
@@ -259,12 +305,13 @@ def transient_event_stream_consumer(
     event_type: Any = None,
     *,
     exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
+    retry: RetryPolicy | None = None,
 ) -> Setup:
     """Like ``event_stream_consumer``, on an exclusive auto-delete queue of its own.
 
     Events published while the service is down are not kept for it: for caches and live views.
     """
-    spec = _handler_spec(routing_key, handler, event_type)
+    spec = _handler_spec(routing_key, handler, event_type, retry)
 
     def apply(builder: SetupBuilder) -> None:
         queue = naming.transient_event_stream_queue(builder.service, exchange)
@@ -290,7 +337,7 @@ def _consume_stream(
             )
         )
     builder.topology.add_binding(BindingSpec(queue, exchange, spec.routing_key))
-    builder.add_handler(queue, spec)
+    builder.add_handler(queue, spec, transient=not durable)
 
 
 def with_prefetch_limit(limit: int) -> Setup:
@@ -302,6 +349,33 @@ def with_prefetch_limit(limit: int) -> Setup:
 
     def apply(builder: SetupBuilder) -> None:
         builder.prefetch = limit
+
+    return apply
+
+
+def with_retry_policy(policy: RetryPolicy) -> Setup:
+    """The retry policy of every handler of this connection that does not set its own.
+
+    Default: ``RetryPolicy(attempts=3, delays=(1.0, 10.0))``.
+    """
+    if not isinstance(policy, RetryPolicy):
+        raise ConfigurationError(f"with_retry_policy takes a RetryPolicy, got {policy!r}")
+
+    def apply(builder: SetupBuilder) -> None:
+        builder.retry_policy = policy
+
+    return apply
+
+
+def with_concurrency_limit(limit: int) -> Setup:
+    """At most ``limit`` handlers of this connection run at once (prefetch bounds each queue)."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ConfigurationError(
+            f"with_concurrency_limit({limit!r}): the limit must be an int >= 1"
+        )
+
+    def apply(builder: SetupBuilder) -> None:
+        builder.concurrency_limit = limit
 
     return apply
 
@@ -327,9 +401,13 @@ def close_listener(callback: CloseCallback) -> Setup:
     return apply
 
 
-def _handler_spec(routing_key: str, handler: Handler, event_type: Any) -> HandlerSpec:
+def _handler_spec(
+    routing_key: str, handler: Handler, event_type: Any, retry: RetryPolicy | None
+) -> HandlerSpec:
     validate_routing_key(routing_key, what=f"consumer {handler_name(handler)}")
-    spec = HandlerSpec(routing_key, handler, event_type)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry= takes a RetryPolicy, got {retry!r}")
+    spec = HandlerSpec(routing_key, handler, event_type, retry)
     check_handler(spec)
     return spec
 

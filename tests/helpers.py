@@ -95,3 +95,20 @@ async def queue_depth(url: str, queue: str) -> int:
         declared = await channel.declare_queue(queue, passive=True)
         assert declared.declaration_result.message_count is not None
         return declared.declaration_result.message_count
+
+
+async def drain(url: str, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """Take every ready message out of ``queue``: (body, headers) pairs, in order."""
+    taken: list[tuple[bytes, dict[str, Any]]] = []
+    if url.startswith("memory:"):
+        broker = broker_for_url(url)
+        while (snapshot := broker.get(queue)) is not None:
+            taken.append((snapshot.body, dict(snapshot.headers)))
+        return taken
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        while (message := await declared.get(no_ack=True, fail=False)) is not None:
+            taken.append((message.body, dict(message.headers)))
+    return taken

@@ -12,11 +12,13 @@ from amqp_events import (
     EventRouter,
     Headers,
     Publisher,
+    RetryPolicy,
     Route,
     close_listener,
     event_stream_consumer,
     event_stream_publisher,
     with_prefetch_limit,
+    with_retry_policy,
     with_type_mapping,
 )
 from tests.helpers import Collector, queue_depth, raw_publish
@@ -178,6 +180,7 @@ async def test_failing_handler_is_retried_a_bounded_number_of_times(broker_url: 
     calls: Collector[str] = Collector()
     publisher = order_publisher()
     async with Connection("flaky", broker_url) as conn, Connection("orders", broker_url) as orders:
+        fast = with_retry_policy(RetryPolicy(attempts=3, delays=(0.05,)))
 
         @conn.event_stream_consumer("Order.Created")
         async def always_fails(event: OrderCreated) -> None:
@@ -190,7 +193,7 @@ async def test_failing_handler_is_retried_a_bounded_number_of_times(broker_url: 
             if calls.items.count("u" + event.id) == 1:
                 raise RuntimeError("first time only")
 
-        await conn.start()
+        await conn.start(fast)
         await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderCreated(id="1", amount=1))
         await publisher.publish(OrderUpdated(id="2", amount=1))

@@ -71,7 +71,18 @@ async def test_declared_queue_arguments_are_exactly_goamqps(
     queue = queues["events.topic.exchange.queue.stat"]
     assert queue["durable"] is True
     assert queue["auto_delete"] is False
-    assert queue["arguments"] == GOAMQP_QUEUE_ARGS
+    assert queue["arguments"] == GOAMQP_QUEUE_ARGS  # retries live in queues of their own:
+    for delay_ms in (1000, 10000):  # the default policy's delays
+        retry = queues[f"events.topic.exchange.queue.stat.retry.{delay_ms}"]
+        assert retry["durable"] is True
+        assert retry["arguments"] == {
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "events.topic.exchange.queue.stat",
+        }
+    dlq = queues["events.topic.exchange.queue.stat.dlq"]
+    assert dlq["durable"] is True
+    assert dlq["arguments"] == {}
     bindings = rabbitmq_admin.bindings()  # type: ignore[attr-defined]
     assert any(
         b["source"] == "events.topic.exchange"

@@ -8,20 +8,26 @@ import pkgutil
 import amqp_events
 
 DOCUMENTED = {
+    "Ack",
     "AmqpEventsError",
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
     "Connection",
     "DecodeError",
+    "Drop",
     "EventRouter",
+    "HandlerControl",
     "Headers",
     "MemoryBroker",
     "PublishError",
     "Publisher",
     "ReconnectFailed",
+    "Reject",
     "RemoteError",
     "RequestTimeout",
+    "Retry",
+    "RetryPolicy",
     "Route",
     "Setup",
     "close_listener",
@@ -32,7 +38,9 @@ DOCUMENTED = {
     "service_request_consumer",
     "service_response_consumer",
     "transient_event_stream_consumer",
+    "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_retry_policy",
     "with_type_mapping",
 }
 
