@@ -37,6 +37,7 @@ from ._setup import (
     transient_event_stream_consumer,
     with_concurrency_limit,
     with_prefetch_limit,
+    with_queue_options,
     with_retry_policy,
     with_type_mapping,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "transient_event_stream_consumer",
     "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
 ]

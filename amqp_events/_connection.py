@@ -219,7 +219,7 @@ class Connection:
         """
         self._check_not_started("start")
         builder = self._build(setups)
-        builder.declare_failure_queues()
+        builder.finish()
         dispatchers = self._dispatchers(builder)
         self._state = "starting"
         transport = transport_for(

@@ -26,6 +26,8 @@ Each message names the thing at fault and, where there is one, what would fix it
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "Ack",
     "AmqpEventsError",
@@ -74,7 +76,14 @@ class BrokerError(AmqpEventsError):
 
 
 class PublishError(AmqpEventsError):
-    """A message was not confirmed by the broker: nacked, unroutable, timed out or not sent."""
+    """A message was not confirmed by the broker: nacked, unroutable, timed out or not sent.
+
+    From ``publish_many``, ``failures`` lists each event that was not confirmed with its error.
+    """
+
+    def __init__(self, message: str, *, failures: list[tuple[Any, BaseException]] | None = None):
+        super().__init__(message)
+        self.failures = failures or []
 
 
 class DecodeError(AmqpEventsError):

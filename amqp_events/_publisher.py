@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar, overload
@@ -133,12 +133,20 @@ class Publisher:
             f"'<routing key>') to the Publisher (it has {self._describe_routes() or 'none'})"
         )
 
-    async def publish(self, event: BaseModel, headers: Mapping[str, Any] | None = None) -> None:
+    async def publish(
+        self,
+        event: BaseModel,
+        headers: Mapping[str, Any] | None = None,
+        *,
+        mandatory: bool | None = None,
+    ) -> None:
         """Publish ``event`` and wait for the broker's confirm.
 
         ``headers`` are sent as AMQP headers; ``service`` is reserved (it carries this service's
-        name). Raises ``ConfigurationError`` for a type without a route or a bad header, and
-        ``PublishError`` when the broker does not confirm.
+        name). With ``mandatory=True`` a message that no queue is bound for raises
+        ``PublishError`` instead of being dropped by the broker. Raises ``ConfigurationError``
+        for a type without a route or a bad header, and ``PublishError`` when the broker does
+        not confirm (within the connection's ``publish_timeout``, reconnections included).
         """
         target = self._target or self._require_target()
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
@@ -148,8 +156,52 @@ class Publisher:
             key,
             encode(event),
             self._headers(target, headers),
-            mandatory=destination.mandatory,
+            mandatory=destination.mandatory if mandatory is None else mandatory,
         )
+
+    async def publish_many(
+        self,
+        events: Iterable[BaseModel],
+        headers: Mapping[str, Any] | None = None,
+        *,
+        mandatory: bool | None = None,
+        max_in_flight: int = 1000,
+    ) -> None:
+        """Publish ``events`` pipelined, at most ``max_in_flight`` unconfirmed at a time.
+
+        Returns once every one was confirmed. Otherwise raises ``PublishError`` after all were
+        tried; its ``failures`` lists ``(event, exception)`` for those not confirmed.
+        """
+        if max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        failures: list[tuple[BaseModel, BaseException]] = []
+        batch: list[BaseModel] = []
+
+        async def flush() -> None:
+            results = await asyncio.gather(
+                *(self.publish(e, headers, mandatory=mandatory) for e in batch),
+                return_exceptions=True,
+            )
+            for event, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result  # cancellation and the like go through
+                    failures.append((event, result))
+            batch.clear()
+
+        count = 0
+        for event in events:
+            batch.append(event)
+            count += 1
+            if len(batch) == max_in_flight:
+                await flush()
+        await flush()
+        if failures:
+            first = failures[0][1]
+            raise PublishError(
+                f"{len(failures)} of {count} events not confirmed; first: {first}",
+                failures=failures,
+            )
 
     @overload
     async def request(

@@ -34,6 +34,7 @@ __all__ = [
     "transient_event_stream_consumer",
     "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
 ]
@@ -68,6 +69,7 @@ class SetupBuilder:
         self.prefetch = naming.DEFAULT_PREFETCH
         self.retry_policy = DEFAULT_RETRY_POLICY
         self.concurrency_limit: int | None = None
+        self.queue_arguments: dict[str, Any] = {}  # opt-in, not goamqp-compatible
         self.close_listeners: list[CloseCallback] = []
 
     def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
@@ -88,6 +90,18 @@ class SetupBuilder:
     def consume_queue(self, queue: str, *, transient: bool = False) -> QueueConsumers:
         """Consume ``queue`` even when no handler is registered on it (awaited responses)."""
         return self.consumers.setdefault(queue, QueueConsumers(queue, transient))
+
+    def finish(self) -> None:
+        """What only the complete setup decides: queue options, retry and dead-letter queues."""
+        if self.queue_arguments:
+            durable_names = {q for q, c in self.consumers.items() if not c.transient}
+            self.topology.queues = [
+                QueueSpec(q.name, arguments={**q.arguments, **self.queue_arguments})
+                if q.name in durable_names
+                else q
+                for q in self.topology.queues
+            ]
+        self.declare_failure_queues()
 
     def declare_failure_queues(self) -> None:
         """Each consumed queue's delay queues and dead-letter queue, once every setup ran.
@@ -376,6 +390,46 @@ def with_concurrency_limit(limit: int) -> Setup:
 
     def apply(builder: SetupBuilder) -> None:
         builder.concurrency_limit = limit
+
+    return apply
+
+
+def with_queue_options(
+    *,
+    quorum: bool = False,
+    single_active_consumer: bool = False,
+    max_length: int | None = None,
+    overflow: str = "reject-publish",
+) -> Setup:
+    """Extra arguments for this service's durable queues. NOT goamqp-compatible.
+
+    A goamqp service declares the same queue without them, and RabbitMQ refuses a queue
+    declared with other arguments (PRECONDITION_FAILED): use these only where no goamqp service
+    declares the queue, and on a fresh queue (delete the old one first).
+
+    - ``quorum``: a replicated quorum queue (``x-queue-type: quorum``);
+    - ``single_active_consumer``: one consumer at a time gets messages, others stand by;
+    - ``max_length`` with ``overflow``: at most that many messages; ``"reject-publish"`` (the
+      default) makes further publishes fail with ``PublishError`` instead of growing the queue.
+    """
+    arguments: dict[str, Any] = {}
+    if quorum:
+        arguments["x-queue-type"] = "quorum"
+    if single_active_consumer:
+        arguments["x-single-active-consumer"] = True
+    if max_length is not None:
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+            raise ConfigurationError(f"with_queue_options: max_length {max_length!r} must be >= 1")
+        if overflow not in ("reject-publish", "drop-head", "reject-publish-dlx"):
+            raise ConfigurationError(
+                f"with_queue_options: overflow {overflow!r} must be 'reject-publish', "
+                "'drop-head' or 'reject-publish-dlx'"
+            )
+        arguments["x-max-length"] = max_length
+        arguments["x-overflow"] = overflow
+
+    def apply(builder: SetupBuilder) -> None:
+        builder.queue_arguments.update(arguments)
 
     return apply
 

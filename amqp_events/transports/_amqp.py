@@ -331,7 +331,8 @@ class AmqpSession:
             )
         except aiormq.exceptions.PublishError as exc:
             raise PublishError(
-                f"{routing_key!r} on {exchange!r} is unroutable: no queue is bound for it"
+                f"message to exchange {exchange!r} with routing key {routing_key!r} is "
+                "unroutable: no queue is bound to match it (published as mandatory)"
             ) from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(f"broker refused {routing_key!r} on {exchange!r}: {exc}") from exc

@@ -40,6 +40,7 @@ DOCUMENTED = {
     "transient_event_stream_consumer",
     "with_concurrency_limit",
     "with_prefetch_limit",
+    "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
 }
