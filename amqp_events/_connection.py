@@ -15,6 +15,7 @@ from . import _naming as naming
 from ._consumer import InFlight, QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
 from ._handlers import resolve
+from ._observe import Observer, Observers
 from ._requests import PendingRequests, Responder
 from ._retry import FailureRouter, RetryPolicy
 from ._router import EventRouter, H
@@ -90,6 +91,8 @@ class Connection:
         self._responder = Responder(service_name)
         self._pending: list[PendingRequests] = []
         self._failure_routers: list[FailureRouter] = []
+        self._observers = Observers()
+        self._consumed_queues: list[str] = []
         self._in_flight = InFlight()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
@@ -192,7 +195,7 @@ class Connection:
         dispatchers = []
         for queue, consumers in builder.consumers.items():
             failures = FailureRouter(
-                queue, self._service, consumers.delays_ms(builder.retry_policy)
+                queue, self._service, consumers.delays_ms(builder.retry_policy), self._observers
             )
             self._failure_routers.append(failures)
             handlers = [
@@ -208,6 +211,7 @@ class Connection:
                     responder=self._responder if queue in builder.request_queues else None,
                     pending=builder.pending.get(queue),
                     limit=limit,
+                    observers=self._observers,
                 )
             )
         return dispatchers
@@ -220,6 +224,7 @@ class Connection:
         self._check_not_started("start")
         builder = self._build(setups)
         builder.finish()
+        self._consumed_queues = builder.queues_with_retries()
         dispatchers = self._dispatchers(builder)
         self._state = "starting"
         transport = transport_for(
@@ -242,7 +247,9 @@ class Connection:
                 failures.transport = transport
             self._pending = list(builder.pending.values())
             for publisher, destination in builder.publishers:
-                publisher._attach(transport, destination, self._service, repr(self))
+                publisher._attach(
+                    transport, destination, self._service, repr(self), self._observers
+                )
                 self._publishers.append(publisher)
             for dispatcher in dispatchers:
                 await transport.consume(
@@ -296,6 +303,25 @@ class Connection:
         self._responder.transport = None
         self._transport = None
         await transport.close()
+
+    # -- for amqp_events.testing ------------------------------------------------------------
+
+    def _attach_observer(self, observer: Observer) -> None:
+        self._observers.attach(observer)
+
+    def _detach_observer(self, observer: Observer) -> None:
+        self._observers.detach(observer)
+
+    async def _is_idle(self) -> bool:
+        """No handler running, and nothing ready in any queue this connection consumes or
+        retries through."""
+        transport = self._transport
+        if transport is None or self._in_flight.count:
+            return self._in_flight.count == 0
+        for queue in self._consumed_queues:
+            if await transport.message_count(queue):
+                return False
+        return self._in_flight.count == 0
 
     async def run(self, *setups: Setup) -> None:
         """Serve until SIGINT or SIGTERM, then close gracefully.

@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._handlers import ResolvedHandler, handler_name
 from ._headers import Headers
+from ._observe import Observers
 from ._requests import PendingRequests, Responder
 from ._retry import DeadReason, FailureRouter
 from ._routing import is_pattern, topic_matches, topics_overlap
@@ -96,6 +97,7 @@ class QueueDispatcher:
         "_failures",
         "_in_flight",
         "_limit",
+        "_observers",
         "_patterns",
         "_pending",
         "_responder",
@@ -112,6 +114,7 @@ class QueueDispatcher:
         responder: Responder | None = None,
         pending: PendingRequests | None = None,
         limit: asyncio.Semaphore | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.queue = queue
         self._exact = {h.routing_key: h for h in handlers if not is_pattern(h.routing_key)}
@@ -122,6 +125,7 @@ class QueueDispatcher:
         self._responder = responder  # on a request queue: handlers' results are responses
         self._pending = pending  # on a response queue: awaited requests come first
         self._limit = limit  # handlers running at once, across the connection
+        self._observers = observers or Observers()
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
         try:
@@ -171,10 +175,12 @@ class QueueDispatcher:
             return
         try:
             result = await invoke(handler, event, delivery)
-        except (Ack, Drop) as done:
-            if isinstance(done, Drop):
-                log.debug("handler dropped %r from %r: %s", key, self.queue, done.reason)
+        except Drop as dropped:
+            log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
             await delivery.ack()
+            return
+        except Ack:
+            await self._done(delivery, key, event)
             return
         except Reject as exc:
             await self._failures.dead_letter(delivery, key, attempt, DeadReason.REJECTED, exc)
@@ -190,7 +196,13 @@ class QueueDispatcher:
                     delivery, key, attempt, DeadReason.HANDLER_FAILED, exc
                 )
                 return
+        await self._done(delivery, key, event)
+
+    async def _done(self, delivery: Delivery, key: str, event: Any) -> None:
         await delivery.ack()
+        observer = self._observers.current
+        if observer is not None:
+            observer.handled(self._failures.service, self.queue, key, event)
 
     async def _failed(
         self, handler: ResolvedHandler, delivery: Delivery, key: str, attempt: int, exc: Exception

@@ -15,6 +15,7 @@ from ._codec import Decoder, decoder_for, encode
 from ._errors import ConfigurationError, PublishError, RequestTimeout
 from ._headers import check_user_headers
 from ._naming import SERVICE_HEADER
+from ._observe import Observers
 from ._requests import PendingRequests, raise_if_error
 from ._routing import Route, TypeMapping
 from .transports._base import OutgoingProperties, Transport
@@ -45,6 +46,7 @@ class _Target:
     service: str
     base_headers: Mapping[str, Any]
     description: str
+    observers: Observers
 
 
 @lru_cache(maxsize=1024)
@@ -83,7 +85,12 @@ class Publisher:
         return self._mapping
 
     def _attach(
-        self, transport: Transport, destination: Destination, service: str, description: str
+        self,
+        transport: Transport,
+        destination: Destination,
+        service: str,
+        description: str,
+        observers: Observers,
     ) -> None:
         if self._target is not None:
             raise ConfigurationError(
@@ -93,7 +100,7 @@ class Publisher:
         base: dict[str, Any] = {SERVICE_HEADER: service}
         if destination.cc:
             base[CC_HEADER] = list(destination.cc)
-        self._target = _Target(transport, destination, service, base, description)
+        self._target = _Target(transport, destination, service, base, description, observers)
 
     def _require_target(self) -> _Target:
         if self._target is None:
@@ -158,6 +165,9 @@ class Publisher:
             self._headers(target, headers),
             mandatory=destination.mandatory if mandatory is None else mandatory,
         )
+        observer = target.observers.current
+        if observer is not None:
+            observer.published(target.service, destination.exchange, key, event)
 
     async def publish_many(
         self,
@@ -209,7 +219,7 @@ class Publisher:
         event: BaseModel,
         response_type: None = None,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the documented API
+        timeout: float = 5.0,
         headers: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]: ...
 
@@ -219,7 +229,7 @@ class Publisher:
         event: BaseModel,
         response_type: type[R],
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         headers: Mapping[str, Any] | None = None,
     ) -> R: ...
 
@@ -228,7 +238,7 @@ class Publisher:
         event: BaseModel,
         response_type: type[Any] | None = None,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         headers: Mapping[str, Any] | None = None,
     ) -> Any:
         """Send ``event`` as a request and wait for the response.

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import _naming as naming
 from ._errors import AmqpEventsError, ConfigurationError
+from ._observe import Observers
 from .transports._base import Delivery, OutgoingProperties, Transport
 
 __all__ = ["DeadReason", "FailureRouter", "RetryPolicy"]
@@ -87,11 +88,18 @@ class DeadReason:
 class FailureRouter:
     """Retries and dead-letters the messages of one queue."""
 
-    __slots__ = ("_delays_ms", "_dlq", "_service", "queue", "transport")
+    __slots__ = ("_delays_ms", "_dlq", "_observers", "queue", "service", "transport")
 
-    def __init__(self, queue: str, service: str, delays_ms: Sequence[int]) -> None:
+    def __init__(
+        self,
+        queue: str,
+        service: str,
+        delays_ms: Sequence[int],
+        observers: Observers | None = None,
+    ) -> None:
         self.queue = queue
-        self._service = service
+        self.service = service
+        self._observers = observers or Observers()
         self._dlq = naming.dead_letter_queue(queue)
         self._delays_ms = sorted(delays_ms)
         self.transport: Transport | None = None  # set once the connection is up
@@ -129,7 +137,7 @@ class FailureRouter:
         headers[naming.ATTEMPT_HEADER] = attempt
         headers[naming.DEAD_REASON_HEADER] = reason
         headers[naming.DEAD_QUEUE_HEADER] = self.queue
-        headers[naming.DEAD_SERVICE_HEADER] = self._service
+        headers[naming.DEAD_SERVICE_HEADER] = self.service
         headers[naming.DEAD_AT_HEADER] = datetime.now(UTC).isoformat(timespec="milliseconds")
         if isinstance(cause, BaseException):
             headers[naming.EXCEPTION_TYPE_HEADER] = type(cause).__name__
@@ -138,7 +146,12 @@ class FailureRouter:
         log.warning(
             "dead-lettering %r from %r to %r: %s (%r)", key, self.queue, self._dlq, reason, cause
         )
-        await self._move(delivery, self._dlq, headers)
+        if await self._move(delivery, self._dlq, headers):
+            observer = self._observers.current
+            if observer is not None:
+                observer.dead_lettered(
+                    self.service, self.queue, key, reason, str(cause or ""), delivery.body
+                )
 
     def _carried(self, delivery: Delivery, key: str) -> dict[str, Any]:
         headers = dict(delivery.headers)
@@ -147,7 +160,7 @@ class FailureRouter:
         headers.setdefault(naming.EXCHANGE_HEADER, delivery.exchange)
         return headers
 
-    async def _move(self, delivery: Delivery, queue: str, headers: dict[str, Any]) -> None:
+    async def _move(self, delivery: Delivery, queue: str, headers: dict[str, Any]) -> bool:
         transport = self.transport
         try:
             if transport is None:
@@ -173,5 +186,6 @@ class FailureRouter:
             )
             await asyncio.sleep(1.0)
             await delivery.reject(requeue=True)
-            return
+            return False
         await delivery.ack()
+        return True

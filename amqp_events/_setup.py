@@ -103,6 +103,17 @@ class SetupBuilder:
             ]
         self.declare_failure_queues()
 
+    def queues_with_retries(self) -> list[str]:
+        """Every consumed queue and its delay queues: where this connection's work waits."""
+        return [
+            name
+            for queue, consumers in self.consumers.items()
+            for name in (
+                queue,
+                *(naming.retry_queue(queue, ms) for ms in consumers.delays_ms(self.retry_policy)),
+            )
+        ]
+
     def declare_failure_queues(self) -> None:
         """Each consumed queue's delay queues and dead-letter queue, once every setup ran.
 

@@ -84,3 +84,10 @@ def test_request_response_example_runs(broker_url: str) -> None:
     assert "awaited: item='tea' total=6" in result.stdout
     assert "remote error: ValueError cannot price 0 of tea" in result.stdout
     assert "handled: item='cake' total=3" in result.stdout
+
+
+def test_testing_docs_show_the_example_that_runs() -> None:
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    block = re.search(r"## The three ways, as tests.*?```python\n(.*?)```", doc, re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "examples" / "testing" / "test_shipping.py").read_text()

@@ -1,4 +1,5 @@
-"""pytest plugin of amqp-events: a real RabbitMQ for the session, a fresh vhost for each test.
+"""pytest plugin of amqp-events: a real RabbitMQ for the session, a fresh vhost for each test,
+the in-memory broker, and tests that run on both.
 
 Registered through the ``pytest11`` entry point, so installing amqp-events is enough. Tests
 that use the fixtures below are marked ``rabbitmq`` automatically, so ``-m "not rabbitmq"``
@@ -9,10 +10,13 @@ runs everything else. Without a broker they are skipped, unless
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
+from .._connection import Connection
+from ..transports._memory import MemoryBroker
 from ._broker import (
     BrokerHandle,
     BrokerNotFoundError,
@@ -21,10 +25,13 @@ from ._broker import (
     find_broker,
     url_with_vhost,
 )
+from ._burst import ConnectionFactory
 
 __all__ = [
     "ENV_REQUIRE_BROKER",
     "amqp_url",
+    "broker_url",
+    "memory_broker",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "rabbitmq_admin",
@@ -127,3 +134,45 @@ def rabbitmq_admin(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> VhostV
     """
     admin = rabbitmq_broker.vhost_admin()
     return VhostView(admin, rabbitmq_vhost, url_with_vhost(rabbitmq_broker.url, rabbitmq_vhost))
+
+
+@pytest.fixture
+def memory_broker() -> Iterator[MemoryBroker]:
+    """A fresh in-memory broker; connect to it with ``Connection(name, memory_broker.url)``."""
+    broker = MemoryBroker()
+    yield broker
+    broker.reset()
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test twice: on a fresh in-memory broker, and on a fresh RabbitMQ vhost."""
+    if request.param == "memory":
+        broker = MemoryBroker()
+        yield broker.url
+        broker.reset()
+    else:
+        yield request.getfixturevalue("rabbitmq_vhost_url")
+
+
+try:  # the async fixture needs pytest-asyncio; the rest of the plugin does not
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - exercised only where pytest-asyncio is missing
+    pass
+else:
+    __all__ += ["connection_factory"]
+
+    @pytest_asyncio.fixture
+    async def connection_factory(broker_url: str) -> AsyncIterator[ConnectionFactory]:
+        """``connection_factory("orders", **options)`` makes a ``Connection`` to ``broker_url``
+        (so the test runs on both brokers); every one is closed after the test."""
+        made: list[Connection] = []
+
+        def make(service_name: str, **options: Any) -> Connection:
+            connection = Connection(service_name, broker_url, **options)
+            made.append(connection)
+            return connection
+
+        yield make
+        for connection in reversed(made):
+            await connection.close()

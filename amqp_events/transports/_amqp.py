@@ -276,6 +276,25 @@ class AmqpSession:
         except (aiormq.exceptions.AMQPError, *_GONE) as exc:
             raise self._gone(f"cancelling consumer {consumer_tag}", exc) from None
 
+    async def message_count(self, queue: str) -> int:
+        doing = f"counting messages of {queue!r}"
+        try:
+            channel = await self._channel(confirms=False)
+        except _GONE as exc:
+            raise self._gone(doing, exc) from None
+        try:
+            declared = await channel.queue_declare(queue=queue, passive=True)
+        except aiormq.exceptions.AMQPChannelError as exc:
+            if self._dead:
+                raise self._gone(doing, exc) from None
+            raise broker_error(exc, doing) from None
+        except _GONE as exc:
+            raise self._gone(doing, exc) from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return declared.message_count or 0
+
     async def _publish_channel(self) -> aiormq.abc.AbstractChannel:
         channel = self._publish
         if channel is not None and not channel.is_closed:

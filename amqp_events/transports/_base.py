@@ -113,6 +113,10 @@ class Session(Protocol):
 
     async def cancel(self, consumer_tag: str) -> None: ...
 
+    async def message_count(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not those delivered and unacknowledged)."""
+        ...
+
     async def publish(
         self,
         exchange: str,
@@ -154,6 +158,9 @@ class Transport(Protocol):
 
     async def stop_consuming(self) -> None:
         """Cancel every consumer: no new deliveries; settling those in flight still works."""
+
+    async def message_count(self, queue: str) -> int:
+        """Messages ready in ``queue``; BrokerError 404 if it does not exist."""
 
     async def publish(
         self,

@@ -1241,7 +1241,7 @@ class MemoryBroker:
         return self._delete_queue(self._queue_or_404(name))
 
     # A timeout parameter, not asyncio.timeout around the call: the error says what is busy.
-    async def wait_until_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_until_idle(self, timeout: float = 5.0) -> None:
         """Return once no consumer callback runs, no delivery is unacked and no queue that has
         consumers holds ready messages; raise ``TimeoutError`` after ``timeout`` seconds.
         """

@@ -74,6 +74,9 @@ class MemorySession:
     async def cancel(self, consumer_tag: str) -> None:
         self._open("cancel a consumer").cancel(consumer_tag)
 
+    async def message_count(self, queue: str) -> int:
+        return self._open("count messages").broker.queue_info(queue).messages_ready
+
     async def publish(
         self,
         exchange: str,

@@ -93,6 +93,9 @@ class ReconnectingTransport:
             except BrokerConnectionError:
                 return  # gone with its connection: no more deliveries either way
 
+    async def message_count(self, queue: str) -> int:
+        return await self._live_session().message_count(queue)
+
     async def publish(
         self,
         exchange: str,

@@ -1,0 +1,100 @@
+"""The burst-mode helpers and fixtures users test their services with, on both brokers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+from amqp_events import (
+    Connection,
+    Publisher,
+    RetryPolicy,
+    Route,
+    event_stream_publisher,
+    with_retry_policy,
+)
+from amqp_events.testing import ConnectionFactory, capture, run_until_idle
+from tests.helpers import raw_publish
+
+
+class Ping(BaseModel):
+    n: int
+
+
+class Pong(BaseModel):
+    n: int
+
+
+async def test_run_until_idle_waits_for_retries_and_chains(
+    connection_factory: ConnectionFactory,
+) -> None:
+    """A handler that fails once is retried through its delay queue; a handler that publishes
+    triggers another service; run_until_idle returns only when all of it settled."""
+    attempts: list[int] = []
+    pongs = Publisher(Route(Pong, "Pong"))
+    pinger, ponger, source = (connection_factory(n) for n in ("pinger", "ponger", "source"))
+
+    @ponger.event_stream_consumer("Ping")
+    async def on_ping(ping: Ping) -> None:
+        attempts.append(ping.n)
+        if len(attempts) == 1:
+            raise RuntimeError("first try fails")
+        await pongs.publish(Pong(n=ping.n))
+
+    @pinger.event_stream_consumer("Pong")
+    async def on_pong(pong: Pong) -> None:
+        pass
+
+    pings = Publisher(Route(Ping, "Ping"))
+    await ponger.start(
+        event_stream_publisher(pongs), with_retry_policy(RetryPolicy(attempts=3, delays=(0.3,)))
+    )
+    await pinger.start()
+    await source.start(event_stream_publisher(pings))
+    outcome = await run_until_idle(pinger, ponger, source, publish=[(pings, Ping(n=7))])
+    assert attempts == [7, 7]
+    # across services the order is the broker's: ponger's ack may come after pinger's
+    assert sorted((h.service, repr(h.event)) for h in outcome.handled) == [
+        ("pinger", repr(Pong(n=7))),
+        ("ponger", repr(Ping(n=7))),
+    ]
+    assert [(p.service, p.routing_key) for p in outcome.published] == [
+        ("source", "Ping"),
+        ("ponger", "Pong"),
+    ]
+    assert outcome.dead_lettered == []
+
+
+async def test_capture_records_dead_letters(broker_url: str) -> None:
+    async with Connection("strict", broker_url) as strict:
+
+        @strict.event_stream_consumer("Ping")
+        async def on_ping(ping: Ping) -> None:
+            pass
+
+        await strict.start()
+        async with capture(strict) as outcome:
+            await raw_publish(broker_url, "events.topic.exchange", "Ping", b"[]", {})
+    [dead] = outcome.dead_lettered
+    assert (dead.service, dead.reason, dead.body) == ("strict", "undecodable", b"[]")
+    assert "does not decode into Ping" in dead.cause
+
+
+async def test_a_handler_that_never_returns_is_named_in_the_timeout(broker_url: str) -> None:
+    never = asyncio.Event()
+    pings = Publisher(Route(Ping, "Ping"))
+    async with (
+        Connection("stuck", broker_url, shutdown_timeout=0.1) as stuck,
+        Connection("source", broker_url) as source,
+    ):
+
+        @stuck.event_stream_consumer("Ping")
+        async def on_ping(ping: Ping) -> None:
+            await never.wait()
+
+        await stuck.start()
+        await source.start(event_stream_publisher(pings))
+        with pytest.raises(TimeoutError, match="still busy after 0.5s: stuck"):
+            await run_until_idle(stuck, source, publish=[(pings, Ping(n=1))], timeout=0.5)
