@@ -145,3 +145,13 @@ async def test_publishes_during_a_5s_outage_are_confirmed_after_recovery(
             await broker_control.start_broker()
         await asyncio.wait_for(publishes, 60)  # every one confirmed, none failed
         assert set(await got.wait(1000, within=60)) == set(range(1000))
+
+
+async def test_multi_host_url_skips_a_dead_host(amqp_url: str) -> None:
+    # Port 1 on loopback answers nothing: the second host is the live broker.
+    live = amqp_url.split("@", 1)[1].split("/", 1)[0]
+    url = amqp_url.replace(f"@{live}", f"@127.0.0.1:1,{live}")
+    publisher = Publisher(Route(Tick, "Tick"))
+    async with Connection("multi", url) as conn:
+        await conn.start(event_stream_publisher(publisher))
+        await publisher.publish(Tick(n=1))
