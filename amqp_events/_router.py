@@ -44,6 +44,15 @@ class EventRouter:
         """Add setup functions, e.g. ``event_stream_consumer(key, handler)``."""
         self._setups.extend(setups)
 
+    def _registering(self, make: Callable[[Handler], Setup]) -> Callable[[H], H]:
+        """A decorator that records ``make(handler)`` and hands the handler back unchanged."""
+
+        def register(handler: H) -> H:
+            self._setups.append(make(handler))
+            return handler
+
+        return register
+
     def event_stream_consumer(
         self,
         routing_key: str,
@@ -53,16 +62,11 @@ class EventRouter:
         retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on the service's durable event stream queue."""
-
-        def register(handler: H) -> H:
-            self._setups.append(
-                event_stream_consumer(
-                    routing_key, handler, event_type, exchange=exchange, retry=retry
-                )
+        return self._registering(
+            lambda h: event_stream_consumer(
+                routing_key, h, event_type, exchange=exchange, retry=retry
             )
-            return handler
-
-        return register
+        )
 
     def transient_event_stream_consumer(
         self,
@@ -73,29 +77,19 @@ class EventRouter:
         retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
-
-        def register(handler: H) -> H:
-            self._setups.append(
-                transient_event_stream_consumer(
-                    routing_key, handler, event_type, exchange=exchange, retry=retry
-                )
+        return self._registering(
+            lambda h: transient_event_stream_consumer(
+                routing_key, h, event_type, exchange=exchange, retry=retry
             )
-            return handler
-
-        return register
+        )
 
     def service_request_consumer(
         self, routing_key: str, event_type: Any = None, *, retry: RetryPolicy | None = None
     ) -> Callable[[H], H]:
         """Decorator: answer requests with ``routing_key``; the handler returns the response."""
-
-        def register(handler: H) -> H:
-            self._setups.append(
-                service_request_consumer(routing_key, handler, event_type, retry=retry)
-            )
-            return handler
-
-        return register
+        return self._registering(
+            lambda h: service_request_consumer(routing_key, h, event_type, retry=retry)
+        )
 
     def service_response_consumer(
         self,
@@ -106,13 +100,8 @@ class EventRouter:
         retry: RetryPolicy | None = None,
     ) -> Callable[[H], H]:
         """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
-
-        def register(handler: H) -> H:
-            self._setups.append(
-                service_response_consumer(
-                    target_service, routing_key, handler, event_type, retry=retry
-                )
+        return self._registering(
+            lambda h: service_response_consumer(
+                target_service, routing_key, h, event_type, retry=retry
             )
-            return handler
-
-        return register
+        )

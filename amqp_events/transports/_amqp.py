@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -199,51 +200,58 @@ class AmqpSession:
     def _gone(self, doing: str, exc: BaseException) -> BrokerConnectionError:
         return BrokerConnectionError(f"{doing} on {redact(self._url)}: connection lost ({exc!r})")
 
-    async def declare(self, topology: Topology) -> None:
-        # A refused declaration closes its channel: use a throwaway one so publishing and
-        # consuming channels survive a PRECONDITION_FAILED.
+    @contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        """aiormq's errors as ours: a refusal is a BrokerError, a dead link a connection error."""
         try:
-            channel = await self._channel(confirms=False)
-        except _GONE as exc:
-            raise self._gone("declaring", exc) from None
-        doing = "declaring"
-        try:
-            for ex in topology.exchanges:
-                doing = f"declaring exchange {ex.name!r}"
-                await channel.exchange_declare(
-                    exchange=ex.name,
-                    exchange_type=ex.type,
-                    durable=ex.durable,
-                    auto_delete=ex.auto_delete,
-                    internal=ex.internal,
-                    arguments=dict(ex.arguments),
-                )
-            for q in topology.queues:
-                doing = f"declaring queue {q.name!r}"
-                await channel.queue_declare(
-                    queue=q.name,
-                    durable=q.durable,
-                    exclusive=q.exclusive,
-                    auto_delete=q.auto_delete,
-                    arguments=dict(q.arguments),
-                )
-            for b in topology.bindings:
-                doing = f"binding queue {b.queue!r} to {b.exchange!r} with {b.routing_key!r}"
-                await channel.queue_bind(
-                    queue=b.queue,
-                    exchange=b.exchange,
-                    routing_key=b.routing_key,
-                    arguments=dict(b.arguments),
-                )
+            yield
         except aiormq.exceptions.AMQPChannelError as exc:
-            if self._dead:
-                raise self._gone(doing, exc) from None
-            raise broker_error(exc, doing) from None
+            raise (self._gone(doing, exc) if self._dead else broker_error(exc, doing)) from None
         except _GONE as exc:
             raise self._gone(doing, exc) from None
+
+    @asynccontextmanager
+    async def _own_channel(self, doing: str) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        # A refusal closes its channel: one of its own keeps the publish and consume channels
+        # alive through a PRECONDITION_FAILED or NOT_FOUND.
+        with self._translated(doing):
+            channel = await self._channel(confirms=False)
+        try:
+            yield channel
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def declare(self, topology: Topology) -> None:
+        async with self._own_channel("declaring") as channel:
+            for ex in topology.exchanges:
+                with self._translated(f"declaring exchange {ex.name!r}"):
+                    await channel.exchange_declare(
+                        exchange=ex.name,
+                        exchange_type=ex.type,
+                        durable=ex.durable,
+                        auto_delete=ex.auto_delete,
+                        internal=ex.internal,
+                        arguments=dict(ex.arguments),
+                    )
+            for q in topology.queues:
+                with self._translated(f"declaring queue {q.name!r}"):
+                    await channel.queue_declare(
+                        queue=q.name,
+                        durable=q.durable,
+                        exclusive=q.exclusive,
+                        auto_delete=q.auto_delete,
+                        arguments=dict(q.arguments),
+                    )
+            for b in topology.bindings:
+                doing = f"binding queue {b.queue!r} to {b.exchange!r} with {b.routing_key!r}"
+                with self._translated(doing):
+                    await channel.queue_bind(
+                        queue=b.queue,
+                        exchange=b.exchange,
+                        routing_key=b.routing_key,
+                        arguments=dict(b.arguments),
+                    )
 
     async def consume(self, spec_: ConsumerSpec) -> str:
         channel = self._consume
@@ -253,17 +261,10 @@ class AmqpSession:
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             await callback(_AmqpDelivery(message, channel))
 
-        doing = f"consuming queue {spec_.queue!r}"
-        try:
+        with self._translated(f"consuming queue {spec_.queue!r}"):
             # global_=False: RabbitMQ applies the limit to each consumer started after it.
             await channel.basic_qos(prefetch_count=spec_.prefetch, global_=False)
             result = await channel.basic_consume(spec_.queue, on_message, exclusive=spec_.exclusive)
-        except aiormq.exceptions.AMQPChannelError as exc:
-            if self._dead:
-                raise self._gone(doing, exc) from None
-            raise broker_error(exc, doing) from None
-        except _GONE as exc:
-            raise self._gone(doing, exc) from None
         assert result.consumer_tag is not None
         return result.consumer_tag
 
@@ -278,21 +279,9 @@ class AmqpSession:
 
     async def message_count(self, queue: str) -> int:
         doing = f"counting messages of {queue!r}"
-        try:
-            channel = await self._channel(confirms=False)
-        except _GONE as exc:
-            raise self._gone(doing, exc) from None
-        try:
-            declared = await channel.queue_declare(queue=queue, passive=True)
-        except aiormq.exceptions.AMQPChannelError as exc:
-            if self._dead:
-                raise self._gone(doing, exc) from None
-            raise broker_error(exc, doing) from None
-        except _GONE as exc:
-            raise self._gone(doing, exc) from None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with self._own_channel(doing) as channel:
+            with self._translated(doing):
+                declared = await channel.queue_declare(queue=queue, passive=True)
         return declared.message_count or 0
 
     async def _publish_channel(self) -> aiormq.abc.AbstractChannel:
