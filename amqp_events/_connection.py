@@ -96,6 +96,7 @@ class Connection:
         self._in_flight = InFlight()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
+        self._closing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self._service!r}, {self.url!r}, state={self._state!r})"
@@ -270,12 +271,19 @@ class Connection:
     async def close(self) -> None:
         """Stop consuming, let running handlers finish (up to ``shutdown_timeout``), close.
 
-        Messages whose handlers did not finish go back to their queues.
+        Handlers still running after ``shutdown_timeout`` are cancelled; their messages go back
+        to their queues. A second call waits for the first to finish.
         """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         if self._state in ("new", "closed"):
             self._state = "closed"
             return
         self._state = "closed"
+        self._in_flight.stopping = True
         transport = self._transport
         if transport is not None:
             await transport.stop_consuming()
@@ -284,12 +292,13 @@ class Connection:
                     await asyncio.wait_for(self._in_flight.wait_idle(), self._shutdown_timeout)
                 except TimeoutError:
                     log.warning(
-                        "%s: %d handler(s) still running after %.1fs; their messages go back "
-                        "to the queue",
+                        "%s: %d handler(s) still running after %.1fs are cancelled; their "
+                        "messages go back to the queue",
                         self._service,
                         self._in_flight.count,
                         self._shutdown_timeout,
                     )
+                    await self._in_flight.cancel_all()
             await self._teardown(transport)
         self._stopped.set()
 

@@ -51,30 +51,43 @@ def check_overlaps(queue: str, keys_and_names: Sequence[tuple[str, str]]) -> Non
 
 
 class InFlight:
-    """Counts running handlers so shutdown can wait for them."""
+    """The handlers running on one connection, so shutdown can wait for them (or stop them)."""
 
-    __slots__ = ("_count", "_idle")
+    __slots__ = ("_idle", "_tasks", "stopping")
 
     def __init__(self) -> None:
-        self._count = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set when shutdown begins: a delivery that starts after it goes back to the queue
+        # unhandled (it was sent before the consumer was cancelled).
+        self.stopping = False
 
     def enter(self) -> None:
-        self._count += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         self._idle.clear()
 
     def leave(self) -> None:
-        self._count -= 1
-        if self._count == 0:
+        task = asyncio.current_task()
+        self._tasks.discard(task)
+        if not self._tasks:
             self._idle.set()
 
     @property
     def count(self) -> int:
-        return self._count
+        return len(self._tasks)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def cancel_all(self) -> None:
+        """Stop the handlers still running; their messages are not acked, so they come back."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> Any:
@@ -138,6 +151,9 @@ class QueueDispatcher:
         return found
 
     async def on_delivery(self, delivery: Delivery) -> None:
+        if self._in_flight.stopping:
+            await delivery.reject(requeue=True)
+            return
         self._in_flight.enter()
         try:
             if self._limit is None:

@@ -167,9 +167,17 @@ class AmqpSession:
         return self._lost or self._connection.is_closed
 
     async def _channel(self, *, confirms: bool) -> aiormq.abc.AbstractChannel:
-        channel = await self._connection.channel(
-            publisher_confirms=confirms, on_return_raises=confirms
-        )
+        try:
+            channel = await self._connection.channel(
+                publisher_confirms=confirms, on_return_raises=confirms
+            )
+        except RuntimeError as exc:
+            # aiormq's word for "this connection is closed", before aio-pika's close callback
+            # has told us so.
+            self._lost = True
+            raise BrokerConnectionError(
+                f"opening a channel on {redact(self._url)}: {exc}"
+            ) from None
         return await channel.get_underlay_channel()
 
     async def open_channels(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from tenacity import (
@@ -59,7 +59,7 @@ class ReconnectingTransport:
         self._closing = False
         self._failed: BaseException | None = None
         self._recovery: asyncio.Task[None] | None = None
-        self._restores: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one recovery or consumer restore at a time
         self._close_callbacks: list[CloseCallback] = []
 
@@ -119,8 +119,10 @@ class ReconnectingTransport:
                     confirm_timeout=self._publish_timeout,
                 )
                 return
-            except BrokerConnectionError:
-                pass  # lost on the way: wait for the new session, then publish again
+            except BrokerConnectionError as exc:
+                # Lost on the way: do not wait for the close callback to say so, or the retry
+                # below would go to the same dead session.
+                self.session_lost(session, exc)
         await self._publish_after_recovery(
             exchange, routing_key, body, headers, properties=properties, mandatory=mandatory
         )
@@ -165,8 +167,8 @@ class ReconnectingTransport:
                     confirm_timeout=max(deadline - loop.time(), 0.001),
                 )
                 return
-            except BrokerConnectionError:
-                continue
+            except BrokerConnectionError as exc:
+                self.session_lost(session, exc)
 
     def _why_unavailable(self) -> str:
         if self._failed is not None:
@@ -177,7 +179,7 @@ class ReconnectingTransport:
         if self._closing:
             return
         self._closing = True
-        for task in [self._recovery, *self._restores]:
+        for task in [self._recovery, *self._tasks]:
             if task is not None:
                 task.cancel()
         session, self._session = self._session, None
@@ -197,6 +199,8 @@ class ReconnectingTransport:
         self._session = None
         self._ready.clear()
         self._tags.clear()
+        # It may not know yet that it is dead: close it so nothing lingers.
+        self._background(session.close())
         log.warning("%s: connection lost (%s); reconnecting", self._description, exc)
         self._notify(
             exc
@@ -215,9 +219,7 @@ class ReconnectingTransport:
             self._description,
             spec.queue,
         )
-        task = asyncio.get_running_loop().create_task(self._restore_consumer(session, spec))
-        self._restores.add(task)
-        task.add_done_callback(self._restores.discard)
+        self._background(self._restore_consumer(session, spec))
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -295,6 +297,12 @@ class ReconnectingTransport:
         log.warning("%s: consumer of %r restored", self._description, spec.queue)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that is kept referenced until done, and cancelled on close."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _live_session(self) -> Session:
         session = self._session

@@ -1,0 +1,1 @@
+"""Runnable services that tests start as subprocesses (``python -m tests.services.<name>``)."""
