@@ -362,6 +362,11 @@ class AmqpSession:
             raise PublishError(
                 f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s"
             ) from None
+        except Exception as exc:
+            # aiormq fails what is pending on a closing connection with a bare Exception().
+            if self._closing or self._dead:
+                raise self._gone(f"publishing {routing_key!r}", exc) from None
+            raise PublishError(f"{routing_key!r} to {exchange!r} not confirmed: {exc!r}") from exc
         if not isinstance(confirmation, spec.Basic.Ack):
             raise PublishError(f"broker did not ack {routing_key!r} on {exchange!r}")
 
