@@ -1,0 +1,47 @@
+"""The benchmark (``python -m benchmarks``) at a tiny size on the real broker.
+
+It checks that the harness runs every workload with every installed client and that no message is
+lost or handled twice. Timings are never asserted: CI machines are too noisy for that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.report import render, summarize, write_json
+from benchmarks.runner import WORKLOADS, Options, run_benchmarks
+
+
+async def test_every_workload_delivers_every_message(amqp_url: str, tmp_path: Path) -> None:
+    options = Options(
+        messages=300, runs=1, latency_seconds=0.3, memory_messages=2_000, url=amqp_url
+    )
+
+    report = await run_benchmarks(options)
+
+    summaries = summarize(report)
+    clients = ["aio-pika", "amqp-events"]
+    if importlib.util.find_spec("faststream") is not None:
+        clients.append("faststream")
+    expected = {(w, c) for w in WORKLOADS if w != "memory" for c in clients}
+    expected.add(("memory", "amqp-events"))
+    assert {(s.workload, s.client) for s in summaries} == expected
+    for s in summaries:
+        assert not s.errors, (s.workload, s.client, s.errors)
+        assert s.received == s.expected, f"{s.workload} {s.client}: messages lost"
+        assert s.duplicates == 0, f"{s.workload} {s.client}: messages handled twice"
+    assert "latency" in render(report, summaries)
+    path = tmp_path / "results.json"
+    write_json(report, summaries, path)
+    written = json.loads(path.read_text())
+    assert all(r["complete"] for r in written["results"])
+
+
+def test_unknown_only_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="unknown --only nosuch"):
+        main(["--only", "nosuch"])
