@@ -41,7 +41,7 @@ from ._setup import (
     with_retry_policy,
     with_type_mapping,
 )
-from .transports._memory import MemoryBroker
+from .transports.memory import MemoryBroker
 
 __all__ = [
     "Ack",

@@ -107,6 +107,11 @@ class Connection:
         return self._service
 
     @property
+    def state(self) -> str:
+        """``"new"``, ``"starting"``, ``"started"`` or ``"closed"``: for readiness checks."""
+        return self._state
+
+    @property
     def url(self) -> str:
         """The broker URL(s), password redacted."""
         return ",".join(redact(u) for u in self._urls)
@@ -335,12 +340,11 @@ class Connection:
     async def run(self, *setups: Setup) -> None:
         """Serve until SIGINT or SIGTERM, then close gracefully.
 
-        Starts the connection first when it is not started yet. Raises ``ReconnectFailed`` when
-        the broker stayed unreachable for ``reconnect_timeout``.
+        Starts the connection first when it is not started yet; the signals are handled from
+        before the start, so a SIGTERM during start-up also ends in a clean close. Raises
+        ``ReconnectFailed`` when the broker stayed unreachable for ``reconnect_timeout``.
         """
-        if self._state == "new":
-            await self.start(*setups)
-        elif setups:
+        if self._state != "new" and setups:
             raise ConfigurationError("run() got setups, but the connection is already started")
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -351,6 +355,8 @@ class Connection:
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
         try:
+            if self._state == "new":
+                await self.start(*setups)
             await self._stopped.wait()
         finally:
             for sig in installed:

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import aio_pika
 
-from amqp_events.transports._memory import broker_for_url
+from amqp_events.transports.memory import broker_for_url
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .._connection import Connection
-from ..transports._memory import MemoryBroker
+from ..transports.memory import MemoryBroker
 from ._broker import (
     BrokerHandle,
     BrokerNotFoundError,

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import BrokerConnectionError
 from .._topology import ConsumerSpec, Topology
 from ._base import OutgoingProperties, SessionHooks
-from ._memory import MemoryConnection, _parse_memory_url, broker_for_url
+from .memory import MemoryConnection, _parse_memory_url, broker_for_url
 
 __all__ = ["MemoryOpener", "MemorySession"]
 

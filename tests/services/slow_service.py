@@ -74,9 +74,13 @@ async def serve(
 ) -> None:
     with record_path.open("a", encoding="utf-8") as record:
         conn = build(url, SlowWorker(record, sleep, count), shutdown_timeout=shutdown_timeout)
-        await conn.start(with_prefetch_limit(PREFETCH))
+        # run() handles SIGTERM from before it starts the connection: once the state says
+        # started, a SIGTERM can only mean a graceful close.
+        serving = asyncio.create_task(conn.run(with_prefetch_limit(PREFETCH)))
+        while conn.state != "started" and not serving.done():  # noqa: ASYNC110 - a probe polls too
+            await asyncio.sleep(0.01)
         say("ready")
-        await conn.run()
+        await serving
     say("stopped")
 
 

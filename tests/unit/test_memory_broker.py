@@ -25,11 +25,11 @@ from amqp_events._topology import (
 )
 from amqp_events.transports import transport_for
 from amqp_events.transports._base import Delivery, OutgoingProperties, Transport
-from amqp_events.transports._memory import (
+from amqp_events.transports._memory_session import MemoryOpener
+from amqp_events.transports.memory import (
     MemoryBroker,
     broker_for_url,
 )
-from amqp_events.transports._memory_session import MemoryOpener
 from tests.helpers import eventually
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +291,23 @@ def test_headers_exchange_refuses_an_unknown_x_match(broker: MemoryBroker) -> No
     assert reply_code(error) == 406
 
 
+def test_x_match_refusals_read_as_rabbitmq_writes_them(broker: MemoryBroker) -> None:
+    # Erlang prints the value as a binary, and names the type as the client encoded it.
+    exchange(broker, "responses", "headers")
+    queue(broker, "q")
+    with pytest.raises(BrokerError) as value:
+        bind(broker, "q", "responses", **{"x-match": "some"})
+    with pytest.raises(BrokerError) as type_:
+        bind(broker, "q", "responses", **{"x-match": 1})
+    assert str(value.value) == (
+        '406: PRECONDITION_FAILED - Invalid x-match field value <<"some">>; '
+        "expected all, any, all-with-x, or any-with-x"
+    )
+    assert str(type_.value) == (
+        "406: PRECONDITION_FAILED - Invalid x-match field type byte (value 1); expected longstr"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Declarations: equivalence, NOT_FOUND, RESOURCE_LOCKED
 
@@ -307,6 +324,48 @@ def test_redeclaring_an_exchange_differently_is_precondition_failed(
         broker.declare_exchange(ExchangeSpec("events", "topic", internal=True))
     assert reply_code(type_error) == reply_code(durable_error) == 406
     assert "PRECONDITION_FAILED - inequivalent arg" in str(type_error.value)
+
+
+def test_inequivalent_arguments_read_as_rabbitmq_writes_them(broker: MemoryBroker) -> None:
+    # Both present: the values only. One missing: value and type, the type being the one the
+    # client library encodes (pamqp picks the smallest integer type that holds the value).
+    queue(broker, "q", **{"x-message-ttl": 100, "x-expires": 60000})
+    exchange(broker, "x", "direct", **{"alternate-exchange": "ae"})
+    cases = [
+        (
+            {"x-message-ttl": 200, "x-expires": 60000},
+            "'x-message-ttl' for queue 'q' in vhost '/': received '200' but current is '100'",
+        ),
+        (
+            {"x-message-ttl": "100", "x-expires": 60000},
+            "'x-message-ttl' for queue 'q' in vhost '/': received '100' but current is '100'",
+        ),
+        (
+            {"x-expires": 60000},
+            "'x-message-ttl' for queue 'q' in vhost '/': received none but "
+            "current is the value '100' of type 'byte'",
+        ),
+        (
+            {"x-message-ttl": 100},
+            "'x-expires' for queue 'q' in vhost '/': received none but "
+            "current is the value '60000' of type 'unsignedshort'",
+        ),
+        (
+            {"x-message-ttl": 100, "x-expires": 60000, "x-max-length": 70000},
+            "'x-max-length' for "
+            "queue 'q' in vhost '/': received the value '70000' of type 'signedint' but current "
+            "is none",
+        ),
+    ]
+    for arguments, text in cases:
+        with pytest.raises(BrokerError) as error:
+            queue(broker, "q", **arguments)
+        assert str(error.value) == f"406: PRECONDITION_FAILED - inequivalent arg {text}"
+    with pytest.raises(BrokerError) as alternate:
+        exchange(broker, "x", "direct", **{"alternate-exchange": "other"})
+    assert str(alternate.value).endswith(
+        "'alternate-exchange' for exchange 'x' in vhost '/': received 'other' but current is 'ae'"
+    )
 
 
 def test_exchange_redeclaration_compares_only_alternate_exchange(broker: MemoryBroker) -> None:
@@ -345,6 +404,63 @@ def test_invalid_queue_arguments_are_refused(broker: MemoryBroker) -> None:
             queue(broker, "q", **arguments)
         assert reply_code(error) == 406
     assert broker.queue_names() == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        (
+            {"x-message-ttl": "100"},
+            "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': "
+            '"expected integer, got longstr"',
+        ),
+        (
+            {"x-max-length": True},
+            "invalid arg 'x-max-length' for queue 'q' in vhost '/': \"expected integer, got bool\"",
+        ),
+        (
+            {"x-max-length-bytes": -1},
+            "invalid arg 'x-max-length-bytes' for queue 'q' in vhost '/': {value_negative,-1}",
+        ),
+        (
+            {"x-overflow": "bogus"},
+            "invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow",
+        ),
+        (
+            {"x-overflow": 1},
+            "invalid arg 'x-overflow' for queue 'q' in vhost '/': {unacceptable_type,byte}",
+        ),
+        (
+            {"x-dead-letter-exchange": 1},
+            "invalid type 'byte' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'",
+        ),
+        (
+            {"x-single-active-consumer": "yes"},
+            "invalid arg 'x-single-active-consumer' for queue "
+            "'q' in vhost '/': {unacceptable_type,longstr}",
+        ),
+        (
+            {"x-queue-type": "bogus"},
+            "invalid arg 'x-queue-type' for queue 'q' in vhost '/': "
+            "\"unsupported queue type 'bogus'\"",
+        ),
+    ],
+)
+def test_invalid_queue_arguments_read_as_rabbitmq_writes_them(
+    broker: MemoryBroker, arguments: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(BrokerError) as error:
+        queue(broker, "q", **arguments)
+    assert str(error.value) == f"406: PRECONDITION_FAILED - {problem}"
+
+
+def test_header_type_errors_name_the_wire_type(broker: MemoryBroker) -> None:
+    queue(broker, "q")
+    with pytest.raises(BrokerError) as error:
+        broker.publish("", "q", b"m", {"BCC": 1})
+    assert str(error.value) == (
+        '406: PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"BCC",byte}'
+    )
 
 
 def test_missing_queue_or_exchange_is_not_found(broker: MemoryBroker) -> None:
@@ -516,6 +632,31 @@ async def test_consumers_of_a_queue_are_served_round_robin(broker: MemoryBroker)
     await broker.wait_until_idle()
     assert first.bodies == [b"0", b"2", b"4"]
     assert second.bodies == [b"1", b"3", b"5"]
+
+
+async def test_a_consumer_found_full_rejoins_the_round_robin_at_its_tail(
+    broker: MemoryBroker,
+) -> None:
+    # RabbitMQ takes a consumer at its prefetch limit out of the round robin when its turn
+    # comes, and puts it back at the tail once it has room: it does not jump the queue.
+    queue(broker, "q")
+    conn = broker.connect()
+    limited, two, three = Inbox(ack=False), Inbox(), Inbox()
+    conn.consume("q", limited, prefetch=1)
+    conn.consume("q", two)
+    conn.consume("q", three)
+    for i in range(1, 6):
+        broker.publish("", "q", str(i).encode())
+    await two.wait_for(2)
+    await three.wait_for(2)
+    await limited.deliveries[0].ack()
+    for i in range(6, 12):
+        broker.publish("", "q", str(i).encode())
+    await two.wait_for(5)
+    await three.wait_for(4)
+    assert limited.bodies == [b"1", b"8"]
+    assert two.bodies == [b"2", b"4", b"6", b"9", b"11"]
+    assert three.bodies == [b"3", b"5", b"7", b"10"]
 
 
 async def test_prefetch_bounds_unsettled_deliveries_per_consumer(broker: MemoryBroker) -> None:
@@ -1086,6 +1227,217 @@ async def test_max_length_counts_ready_messages_only(broker: MemoryBroker) -> No
     broker.publish("", "q", b"2")
     await held.wait_for(1)
     assert bodies(broker, "q") == [b"2"]
+
+
+def test_max_length_bytes_counts_the_bodies_of_ready_messages(broker: MemoryBroker) -> None:
+    dead = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+    queue(broker, "dead")
+    queue(broker, "drop", **{"x-max-length-bytes": 10, **dead})
+    queue(broker, "reject", **{"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+    refused = []
+    for body in (b"aaaa", b"bbbb", b"cccc", b"", b"dddddddddddd"):
+        broker.publish("", "drop", body)
+        try:
+            broker.publish("", "reject", body)
+        except PublishError:
+            refused.append(body)
+    # drop-head drops from the head until the bodies fit, the newest one too if it must.
+    assert bodies(broker, "drop") == []
+    assert bodies(broker, "dead") == [b"aaaa", b"bbbb", b"cccc", b"", b"dddddddddddd"]
+    # reject-publish refuses what would not fit, and takes what still does.
+    assert bodies(broker, "reject") == [b"aaaa", b"bbbb", b""]
+    assert refused == [b"cccc", b"dddddddddddd"]
+
+
+async def test_a_requeue_over_max_length_drops_the_head(broker: MemoryBroker) -> None:
+    queue(broker, "dead")
+    queue(
+        broker,
+        "q",
+        **{"x-max-length": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+    )
+    held = Inbox(ack=False)
+    broker.connect().consume("q", held, prefetch=1)
+    for body in (b"1", b"2", b"3"):
+        broker.publish("", "q", body)
+    (first,) = await held.wait_for(1)
+    await first.reject(requeue=True)  # back at the head of a full queue: dropped at once
+    await held.wait_for(2)
+    assert held.bodies == [b"1", b"2"]
+    assert bodies(broker, "dead") == [b"1"]
+    assert bodies(broker, "q") == [b"3"]
+
+
+async def test_a_closing_connection_requeues_over_max_length(broker: MemoryBroker) -> None:
+    queue(broker, "dead")
+    queue(
+        broker,
+        "q",
+        **{"x-max-length": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+    )
+    held = Inbox(ack=False)
+    conn = broker.connect()
+    conn.consume("q", held, prefetch=2)
+    for body in (b"1", b"2", b"3", b"4"):
+        broker.publish("", "q", body)
+    await held.wait_for(2)
+    conn.close()
+    assert bodies(broker, "q") == [b"3", b"4"]
+    assert bodies(broker, "dead") == [b"1", b"2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Single active consumer
+
+
+async def test_single_active_consumer_gets_everything_until_it_goes(broker: MemoryBroker) -> None:
+    queue(broker, "q", **{"x-single-active-consumer": True})
+    leaving_conn, staying_conn = broker.connect(), broker.connect()
+    first, second, third = Inbox(ack=False), Inbox(ack=False), Inbox()
+    leaving_conn.consume("q", first, prefetch=2)
+    staying_conn.consume("q", second, prefetch=2)
+    third_tag = staying_conn.consume("q", third, prefetch=2)
+    for body in (b"1", b"2", b"3", b"4"):
+        broker.publish("", "q", body)
+    await first.wait_for(2)
+    await asyncio.sleep(0)
+    assert (first.bodies, second.bodies, third.bodies) == ([b"1", b"2"], [], [])
+    leaving_conn.close()  # its deliveries go back, to the next consumer in line
+    await second.wait_for(2)
+    await asyncio.sleep(0)
+    assert (second.bodies, third.bodies) == ([b"1", b"2"], [])
+    assert [delivery.redelivered for delivery in second.deliveries] == [True, True]
+    staying_conn.cancel(third_tag)
+    assert third.bodies == []
+
+
+async def test_single_active_consumer_hands_over_on_cancel(broker: MemoryBroker) -> None:
+    queue(broker, "q", **{"x-single-active-consumer": True})
+    conn = broker.connect()
+    first, second = Inbox(ack=False), Inbox()
+    first_tag = conn.consume("q", first, prefetch=1)
+    conn.consume("q", second)
+    for body in (b"1", b"2", b"3"):
+        broker.publish("", "q", body)
+    await first.wait_for(1)
+    await asyncio.sleep(0)
+    assert second.bodies == []  # waiting, though it has room
+    conn.cancel(first_tag)
+    await second.wait_for(2)
+    assert second.bodies == [b"2", b"3"]
+
+
+def test_single_active_consumer_queue_refuses_exclusive_consumers(broker: MemoryBroker) -> None:
+    queue(broker, "q", **{"x-single-active-consumer": True})
+    with pytest.raises(BrokerError, match="in exclusive use") as error:
+        broker.connect().consume("q", Inbox(), exclusive=True)
+    assert reply_code(error) == 403
+
+
+# ---------------------------------------------------------------------------------------------
+# Quorum queues
+
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def test_quorum_queue_declarations_are_checked(broker: MemoryBroker) -> None:
+    conn = broker.connect()
+    cases = [
+        (QueueSpec("q", durable=False, arguments=QUORUM), "invalid property 'non-durable'"),
+        (QueueSpec("q", auto_delete=True, arguments=QUORUM), "invalid property 'auto-delete'"),
+        (QueueSpec("q", exclusive=True, arguments=QUORUM), "invalid property 'exclusive-owner'"),
+        (
+            QueueSpec("q", arguments={**QUORUM, "x-max-priority": 5}),
+            "invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type "
+            "rabbit_quorum_queue",
+        ),
+        (QueueSpec("q", arguments={**QUORUM, "x-queue-mode": "lazy"}), "'x-queue-mode'"),
+    ]
+    for spec, text in cases:
+        with pytest.raises(BrokerError, match=text) as error:
+            broker.declare_queue(spec, connection=conn)
+        assert reply_code(error) == 406
+    assert broker.queue_names() == []
+
+
+def test_a_missing_queue_type_is_classic_only(broker: MemoryBroker) -> None:
+    queue(broker, "classic")
+    queue(broker, "classic", **{"x-queue-type": "classic"})
+    queue(broker, "quorum", **QUORUM)
+    with pytest.raises(BrokerError) as error:
+        queue(broker, "quorum")
+    assert str(error.value).endswith(
+        "'x-queue-type' for queue 'quorum' in vhost '/': received none but current is the "
+        "value 'quorum' of type 'longstr'"
+    )
+
+
+async def test_quorum_queue_requeues_to_the_back_and_counts(broker: MemoryBroker) -> None:
+    queue(broker, "q", **QUORUM)
+    for body in (b"1", b"2", b"3"):
+        broker.publish("", "q", body)
+    held = Inbox(ack=False)
+    broker.connect().consume("q", held, prefetch=1)
+    (first,) = await held.wait_for(1)
+    assert "x-delivery-count" not in first.headers
+    await first.reject(requeue=True)
+    await held.wait_for(2)
+    await held.deliveries[1].ack()
+    await held.wait_for(3)
+    await held.deliveries[2].ack()
+    again = (await held.wait_for(4))[3]
+    assert held.bodies == [b"1", b"2", b"3", b"1"]
+    assert (again.redelivered, again.headers["x-delivery-count"]) == (True, 1)
+
+
+def test_basic_get_from_a_quorum_queue_always_counts(broker: MemoryBroker) -> None:
+    queue(broker, "q", **QUORUM)
+    broker.publish("", "q", b"1")
+    message = broker.get("q")
+    assert message is not None
+    assert message.headers == {"x-delivery-count": 0}
+
+
+async def test_quorum_queue_delivery_limit_dead_letters(broker: MemoryBroker) -> None:
+    queue(broker, "dead")
+    queue(
+        broker,
+        "q",
+        **QUORUM,
+        **{
+            "x-delivery-limit": 1,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "dead",
+        },
+    )
+    broker.publish("", "q", b"poison")
+    held = Inbox(ack=False)
+    broker.connect().consume("q", held, prefetch=1)
+    await (await held.wait_for(1))[0].reject(requeue=True)
+    await (await held.wait_for(2))[1].reject(requeue=True)
+    (dead,) = broker.messages("dead")
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert "x-delivery-count" not in dead.headers
+
+
+def test_quorum_queue_reject_publish_goes_one_over_then_waits_for_80_percent(
+    broker: MemoryBroker,
+) -> None:
+    queue(broker, "q", **QUORUM, **{"x-max-length": 2, "x-overflow": "reject-publish"})
+    outcomes = []
+    for body in (b"1", b"2", b"3", b"4"):
+        try:
+            broker.publish("", "q", body)
+            outcomes.append("ack")
+        except PublishError:
+            outcomes.append("nack")
+    assert outcomes == ["ack", "ack", "ack", "nack"]
+    broker.get("q")
+    with pytest.raises(PublishError):
+        broker.publish("", "q", b"5")  # 2 left: above 80% of 2
+    broker.get("q")
+    broker.publish("", "q", b"6")
+    assert bodies(broker, "q") == [b"3", b"6"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""An in-process AMQP 0-9-1 broker that follows RabbitMQ 3.10's rules.
+
+``MemoryBroker`` keeps exchanges, queues, bindings, consumers and messages in memory and applies
+RabbitMQ's semantics to them: default/direct/topic/fanout/headers routing (with ``CC``/``BCC``
+sender-selected keys and alternate exchanges), prefetch, round-robin delivery (a consumer at its
+prefetch limit rejoins at the tail) and single active consumers, requeue at the original
+position with the redelivered flag, message and queue TTLs, dead-lettering with ``x-death``,
+``x-max-length`` and ``x-max-length-bytes`` overflow, exclusive and auto-delete queues, quorum
+queues' differences (requeue to the back, ``x-delivery-count``, ``x-delivery-limit``), and the
+channel errors (404, 403, 405, 406) RabbitMQ answers with, in its words. The memory transport
+(``_memory_session``) runs a service unchanged against ``memory://`` over it.
+
+Everything runs on one event loop and one thread; broker methods are synchronous and consumer
+callbacks run in their own tasks, as with aiormq.
+
+The modules, one job each:
+
+- ``_broker``: ``MemoryBroker``, its vhost state and AMQP operations, ``broker_for_url``;
+- ``_connection``: ``MemoryConnection``; ``_registry``: brokers by name, ``memory://`` URLs;
+- ``_exchanges``: exchanges and routing; ``_queues``: queues, TTL, length limits, requeue;
+- ``_consumers``: round robin, prefetch, handing over; ``_delivery``: the ``Delivery``;
+- ``_activity``: consumer callbacks in flight and waiting until idle;
+- ``_dead_letters``: dead-lettering and ``x-death``; ``_message``: a stored message;
+- ``_arguments``: argument validation and equivalence; ``_refusals``: RabbitMQ's refusals;
+- ``_info``: the public snapshots.
+"""
+
+from ._broker import MemoryBroker, broker_for_url
+from ._connection import MemoryConnection
+from ._info import ExchangeInfo, MessageProperties, MessageSnapshot, QueueInfo
+from ._registry import DEFAULT_BROKER_NAME
+from ._registry import parse_memory_url as _parse_memory_url
+
+__all__ = [
+    "DEFAULT_BROKER_NAME",
+    "ExchangeInfo",
+    "MemoryBroker",
+    "MemoryConnection",
+    "MessageProperties",
+    "MessageSnapshot",
+    "QueueInfo",
+    "_parse_memory_url",
+    "broker_for_url",
+]

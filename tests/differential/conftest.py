@@ -1,0 +1,31 @@
+"""Fixtures of the differential suite: one RabbitMQ vhost for the whole session.
+
+A vhost costs about two seconds of ``rabbitmqctl`` to create and delete, more than most
+scenarios take. Scenarios do not share state through it: ``AmqpDriver`` deletes every queue
+and exchange a scenario declared, and generated topologies use names of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from amqp_events.testing._broker import BrokerHandle, VhostAdminError, url_with_vhost
+
+
+@pytest.fixture(scope="session")
+def differential_url(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
+    """AMQP URL of a vhost made for this suite, deleted at the end of the session."""
+    try:
+        vhost = rabbitmq_broker.create_vhost()
+    except VhostAdminError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield url_with_vhost(rabbitmq_broker.url, vhost)
+    finally:
+        rabbitmq_broker.delete_vhost(vhost)
