@@ -16,6 +16,7 @@ from ._consumer import InFlight, QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
 from ._handlers import resolve
 from ._observe import Observer, Observers
+from ._publisher import Publisher
 from ._requests import PendingRequests, Responder
 from ._retry import FailureRouter, RetryPolicy
 from ._router import EventRouter, H
@@ -87,7 +88,7 @@ class Connection:
         self._router = EventRouter()
         self._included: list[EventRouter] = []
         self._transport: Transport | None = None
-        self._publishers: list[Any] = []
+        self._publishers: list[Publisher] = []
         self._responder = Responder(service_name)
         self._pending: list[PendingRequests] = []
         self._failure_routers: list[FailureRouter] = []

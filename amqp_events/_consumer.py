@@ -106,7 +106,6 @@ class QueueDispatcher:
 
     __slots__ = (
         "_by_key",
-        "_exact",
         "_failures",
         "_in_flight",
         "_limit",
@@ -130,9 +129,11 @@ class QueueDispatcher:
         observers: Observers | None = None,
     ) -> None:
         self.queue = queue
-        self._exact = {h.routing_key: h for h in handlers if not is_pattern(h.routing_key)}
         self._patterns = [h for h in handlers if is_pattern(h.routing_key)]
-        self._by_key: dict[str, ResolvedHandler | None] = dict(self._exact)
+        # Exact keys up front; keys that matched a pattern join them as they are seen.
+        self._by_key: dict[str, ResolvedHandler | None] = {
+            h.routing_key: h for h in handlers if not is_pattern(h.routing_key)
+        }
         self._in_flight = in_flight
         self._failures = failures
         self._responder = responder  # on a request queue: handlers' results are responses

@@ -43,7 +43,6 @@ class ResolvedHandler:
     # One decoder for every key, or (for a union annotation) one per concrete routing key.
     decoder: Decoder | None
     decoder_by_key: dict[str, Decoder] | None
-    description: str
     retry: RetryPolicy
 
     def decoder_for_key(self, routing_key: str) -> Decoder | None:
@@ -124,7 +123,6 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy)
             wants_headers,
             decoder_for(event_type),
             None,
-            f"{name}({getattr(event_type, '__name__', event_type)})",
             retry,
         )
     members = _union_members(event_type)
@@ -166,6 +164,4 @@ def _resolve_union(
             f"handler {name} for {spec.routing_key!r}: no type of its union annotation has a "
             "route matching that key; add with_type_mapping(...) routes for them"
         )
-    return ResolvedHandler(
-        spec.routing_key, spec.handler, wants_headers, None, by_key, f"{name}(union)", retry
-    )
+    return ResolvedHandler(spec.routing_key, spec.handler, wants_headers, None, by_key, retry)

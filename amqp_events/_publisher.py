@@ -35,7 +35,6 @@ class Destination:
     description: str
     cc: tuple[str, ...] = ()  # sender-selected destination queues (queue_publisher)
     mandatory: bool = False
-    target_service: str | None = None
     pending: PendingRequests | None = field(default=None, compare=False)
 
 

@@ -142,9 +142,6 @@ class PendingRequests:
             if not future.done():
                 future.set_exception(exc)
 
-    def __len__(self) -> int:
-        return len(self._futures)
-
 
 def raise_if_error(target: str, delivery: Delivery) -> None:
     error_type = delivery.headers.get(ERROR_TYPE_HEADER)

@@ -100,9 +100,6 @@ class TypeMapping:
     def routes(self) -> list[Route]:
         return [Route(t, k) for t, k in self._key_by_type.items()]
 
-    def __len__(self) -> int:
-        return len(self._key_by_type)
-
 
 def _words(key: str) -> tuple[str, ...]:
     # RabbitMQ: the empty key has zero words; any other key splits on every '.', empty words kept.

@@ -197,7 +197,6 @@ def service_publisher(
             Destination(
                 exchange,
                 f"requests to {target_service!r}",
-                target_service=target_service,
                 pending=pending,
             ),
         )
