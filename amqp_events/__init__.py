@@ -14,11 +14,13 @@ from ._errors import (
     Drop,
     HandlerControl,
     PublishError,
+    PublishOutcomeUnknown,
     ReconnectFailed,
     Reject,
     RemoteError,
     RequestTimeout,
     Retry,
+    Unroutable,
 )
 from ._headers import Headers
 from ._publisher import Publisher
@@ -57,6 +59,7 @@ __all__ = [
     "Headers",
     "MemoryBroker",
     "PublishError",
+    "PublishOutcomeUnknown",
     "Publisher",
     "ReconnectFailed",
     "Reject",
@@ -66,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "Setup",
+    "Unroutable",
     "close_listener",
     "event_stream_consumer",
     "event_stream_publisher",

@@ -12,16 +12,18 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _naming as naming
-from ._consumer import InFlight, QueueDispatcher
+from ._consumer import QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
+from ._failures import FailureRouter
 from ._handlers import resolve
+from ._inflight import InFlight
 from ._observe import Observer, Observers
 from ._publisher import Publisher
 from ._requests import PendingRequests, Responder
-from ._retry import FailureRouter, RetryPolicy
+from ._retry import RetryPolicy
 from ._router import EventRouter, H
 from ._setup import Setup, SetupBuilder
-from ._topology import ConsumerSpec
+from ._topology import ConsumerSpec, Topology
 from ._url import check_urls, redact
 from .transports import transport_for
 from .transports._base import Transport
@@ -94,6 +96,7 @@ class Connection:
         self._failure_routers: list[FailureRouter] = []
         self._observers = Observers()
         self._consumed_queues: list[str] = []
+        self._topology = Topology()
         self._in_flight = InFlight()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
@@ -202,7 +205,12 @@ class Connection:
         dispatchers = []
         for queue, consumers in builder.consumers.items():
             failures = FailureRouter(
-                queue, self._service, consumers.delays_ms(builder.retry_policy), self._observers
+                queue,
+                self._service,
+                consumers.delays_ms(builder.retry_policy),
+                self._observers,
+                in_flight=self._in_flight,
+                redeclare=self._redeclare,
             )
             self._failure_routers.append(failures)
             handlers = [
@@ -232,6 +240,7 @@ class Connection:
         builder = self._build(setups)
         builder.finish()
         self._consumed_queues = builder.queues_with_retries()
+        self._topology = builder.topology
         dispatchers = self._dispatchers(builder)
         self._state = "starting"
         transport = transport_for(
@@ -268,6 +277,12 @@ class Connection:
             raise
         self._state = "started"
         log.info("%s started: %d queue(s) consumed", self._service, len(dispatchers))
+
+    async def _redeclare(self) -> None:
+        """Declare the whole topology again: an operator may have deleted one of our queues."""
+        transport = self._transport
+        if transport is not None:
+            await transport.declare(self._topology)
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
         if isinstance(exc, ReconnectFailed):
@@ -316,6 +331,8 @@ class Connection:
             pending.fail_all(BrokerConnectionError(f"connection {self._service!r} closed"))
         self._pending.clear()
         self._responder.transport = None
+        for failures in self._failure_routers:
+            failures.transport = None
         self._transport = None
         await transport.close()
 

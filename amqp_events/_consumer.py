@@ -1,7 +1,8 @@
 """Dispatch: routing key -> handler, decode, call, then ack; never lose a message, never loop.
 
 Per message this does one dict lookup (after the first message of a key), one decode, the handler
-call and the ack; everything else is prepared when the connection starts.
+call and the ack; everything else is prepared when the connection starts. Every delivery is
+settled exactly once, whatever the handler raises.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from . import _naming as naming
 from ._errors import (
     Ack,
     AmqpEventsError,
@@ -21,15 +21,17 @@ from ._errors import (
     Reject,
     Retry,
 )
+from ._failures import FailureRouter, describe
 from ._handlers import ResolvedHandler, handler_name
 from ._headers import Headers
+from ._inflight import InFlight
 from ._observe import Observers
 from ._requests import PendingRequests, Responder
-from ._retry import DeadReason, FailureRouter
+from ._retry import DeadReason
 from ._routing import is_pattern, topic_matches, topics_overlap
 from .transports._base import Delivery
 
-__all__ = ["InFlight", "QueueDispatcher", "check_overlaps"]
+__all__ = ["QueueDispatcher", "check_overlaps"]
 
 log = logging.getLogger(__name__)
 
@@ -50,50 +52,17 @@ def check_overlaps(queue: str, keys_and_names: Sequence[tuple[str, str]]) -> Non
                 )
 
 
-class InFlight:
-    """The handlers running on one connection, so shutdown can wait for them (or stop them)."""
-
-    __slots__ = ("_idle", "_tasks", "stopping")
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        # Set when shutdown begins: a delivery that starts after it goes back to the queue
-        # unhandled (it was sent before the consumer was cancelled).
-        self.stopping = False
-
-    def enter(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._idle.clear()
-
-    def leave(self) -> None:
-        task = asyncio.current_task()
-        self._tasks.discard(task)
-        if not self._tasks:
-            self._idle.set()
-
-    @property
-    def count(self) -> int:
-        return len(self._tasks)
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-    async def cancel_all(self) -> None:
-        """Stop the handlers still running; their messages are not acked, so they come back."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> Any:
     if handler.wants_headers:
         return await handler.handler(event, Headers(delivery.headers))
     return await handler.handler(event)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether this task is being cancelled (shutdown deadline), as opposed to a handler that
+    raised CancelledError of its own (a timeout or a cancelled inner task it let escape)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class QueueDispatcher:
@@ -152,35 +121,50 @@ class QueueDispatcher:
         return found
 
     async def on_delivery(self, delivery: Delivery) -> None:
-        if self._in_flight.stopping:
+        # An awaited response never waits for a handler slot: the handler awaiting it may hold
+        # the slot it would wait for.
+        pending = self._pending
+        if pending is not None and pending.resolve(delivery):
+            await delivery.ack()
+            return
+        in_flight = self._in_flight
+        if in_flight.stopping:
             await delivery.reject(requeue=True)
             return
-        self._in_flight.enter()
+        in_flight.enter()
         try:
             if self._limit is None:
                 await self._dispatch(delivery)
             else:
                 async with self._limit:
+                    if in_flight.stopping:  # waited for a slot while shutdown began
+                        await delivery.reject(requeue=True)
+                        return
                     await self._dispatch(delivery)
         finally:
-            self._in_flight.leave()
+            in_flight.leave()
 
     async def _dispatch(self, delivery: Delivery) -> None:
-        if self._pending is not None and self._pending.resolve(delivery):
-            await delivery.ack()
-            return
-        headers = delivery.headers
-        # A retried message comes back from its delay queue with the queue's name as routing
-        # key; the event's own key travels in our header.
-        key = headers.get(naming.ROUTING_KEY_HEADER) or delivery.routing_key
-        attempt = headers.get(naming.ATTEMPT_HEADER, 1)
+        failures = self._failures
+        key = failures.routing_key_of(delivery)
         handler = self.handler_for(key)
         if handler is None:
-            if self._pending is not None and delivery.correlation_id is not None:
-                reason = "response to a request nobody awaits any more (timed out or restarted)"
-            else:
-                reason = f"no handler for routing key {key!r}"
-            await self._failures.dead_letter(delivery, key, attempt, DeadReason.NO_HANDLER, reason)
+            await self._unhandled(delivery, key)
+            return
+        if delivery.redelivered and await failures.redelivered(delivery, key, handler.retry):
+            return
+        if failures.checkpointing:
+            await failures.checkpoints_settled()
+        responder = self._responder
+        if responder is not None and responder.caller_of(delivery) is None:
+            await failures.dead_letter(
+                delivery,
+                key,
+                failures.attempt_of(delivery),
+                DeadReason.UNANSWERABLE,
+                "request without a string 'service' header naming the caller: no response "
+                "could be sent, so the handler was not run",
+            )
             return
         decode = handler.decoder_for_key(key)
         try:
@@ -188,72 +172,125 @@ class QueueDispatcher:
                 raise DecodeError(f"no event type mapped for routing key {key!r}")
             event = decode(delivery.body)
         except DecodeError as exc:
-            await self._failures.dead_letter(delivery, key, attempt, DeadReason.UNDECODABLE, exc)
+            await failures.dead_letter(
+                delivery, key, failures.attempt_of(delivery), DeadReason.UNDECODABLE, exc
+            )
             return
         try:
             result = await invoke(handler, event, delivery)
         except Drop as dropped:
             log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
+            await self._tell_caller(delivery, key, dropped)
             await delivery.ack()
             return
         except Ack:
-            await self._done(delivery, key, event)
-            return
+            result = None
         except Reject as exc:
-            await self._failures.dead_letter(delivery, key, attempt, DeadReason.REJECTED, exc)
+            await self._tell_caller(delivery, key, exc)
+            await failures.dead_letter(
+                delivery, key, failures.attempt_of(delivery), DeadReason.REJECTED, exc
+            )
             return
         except Exception as exc:
-            await self._failed(handler, delivery, key, attempt, exc)
+            await self._failed(handler, delivery, key, exc)
             return
-        if self._responder is not None:
+        except asyncio.CancelledError as exc:
+            if _cancelled_from_outside():
+                # Shutdown's deadline: the message goes back to its queue unhandled.
+                await delivery.reject(requeue=True)
+                raise
+            await self._failed(handler, delivery, key, exc)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            await delivery.reject(requeue=True)
+            raise
+        except BaseException as exc:  # a handler's own BaseException is a failure like any
+            await self._failed(handler, delivery, key, exc)
+            return
+        if responder is not None:
             try:
-                await self._responder.send(delivery, result)
+                await responder.send(delivery, key, result)
             except AmqpEventsError as exc:
-                await self._failures.dead_letter(
-                    delivery, key, attempt, DeadReason.HANDLER_FAILED, exc
+                await failures.dead_letter(
+                    delivery, key, failures.attempt_of(delivery), DeadReason.HANDLER_FAILED, exc
                 )
                 return
-        await self._done(delivery, key, event)
-
-    async def _done(self, delivery: Delivery, key: str, event: Any) -> None:
         await delivery.ack()
         observer = self._observers.current
         if observer is not None:
-            observer.handled(self._failures.service, self.queue, key, event)
+            observer.handled(failures.service, self.queue, key, event)
+
+    async def _unhandled(self, delivery: Delivery, key: str) -> None:
+        if self._pending is not None and delivery.correlation_id is not None:
+            # A response to a request that timed out (or to a caller that restarted): nobody
+            # wants it, and keeping it would only fill a DLQ.
+            log.warning(
+                "rejecting a response %r on %r that nobody awaits any more (timed out or "
+                "restarted); correlation id %s",
+                key,
+                self.queue,
+                delivery.correlation_id,
+            )
+            await delivery.reject(requeue=False)
+            return
+        await self._failures.dead_letter(
+            delivery,
+            key,
+            self._failures.attempt_of(delivery),
+            DeadReason.NO_HANDLER,
+            f"no handler for routing key {key!r}",
+        )
+
+    async def _tell_caller(self, delivery: Delivery, key: str, exc: BaseException) -> None:
+        """An awaiting caller learns at once that its request will not be answered."""
+        if self._responder is None or delivery.correlation_id is None:
+            return
+        try:
+            await self._responder.send_error(delivery, key, exc)
+        except AmqpEventsError as failed:
+            log.warning("could not tell the caller of %r: %s", key, failed)
 
     async def _failed(
-        self, handler: ResolvedHandler, delivery: Delivery, key: str, attempt: int, exc: Exception
+        self, handler: ResolvedHandler, delivery: Delivery, key: str, exc: BaseException
     ) -> None:
+        failures = self._failures
+        attempt = failures.attempt_of(delivery)
         if self._responder is not None and delivery.correlation_id is not None:
             # An awaiting caller gets the error now rather than a timeout after retries.
             await self._answer_error(delivery, key, attempt, exc)
             return
         policy = handler.retry
-        if attempt >= policy.attempts or not self._failures.can_delay:
-            await self._failures.dead_letter(delivery, key, attempt, DeadReason.HANDLER_FAILED, exc)
+        if attempt >= policy.attempts or not failures.can_delay:
+            await failures.dead_letter(delivery, key, attempt, DeadReason.HANDLER_FAILED, exc)
             return
         if isinstance(exc, Retry) and exc.delay is not None:
-            delay_ms = self._failures.nearest_delay_ms(round(exc.delay * 1000))
+            delay_ms = failures.nearest_delay_ms(round(exc.delay * 1000))
         else:
             delay_ms = policy.delay_ms_after(attempt)
             log.warning(
-                "handler %s failed on %r (attempt %d of %d), retrying in %d ms: %r",
+                "handler %s failed on %r (attempt %d of %d), retrying in %d ms: %s: %s",
                 handler_name(handler.handler),
                 key,
                 attempt,
                 policy.attempts,
                 delay_ms,
-                exc,
+                type(exc).__name__,
+                describe(exc),
             )
-        await self._failures.retry(delivery, key, attempt, delay_ms)
+        await failures.retry(delivery, key, attempt, delay_ms)
 
     async def _answer_error(
-        self, delivery: Delivery, key: str, attempt: int, exc: Exception
+        self, delivery: Delivery, key: str, attempt: int, exc: BaseException
     ) -> None:
         assert self._responder is not None
-        log.warning("request handler for %r raised %r; the caller gets it", key, exc)
+        log.warning(
+            "request handler for %r raised %s: %s; the caller gets it",
+            key,
+            type(exc).__name__,
+            describe(exc),
+        )
         try:
-            await self._responder.send_error(delivery, exc)
+            await self._responder.send_error(delivery, key, exc)
         except AmqpEventsError as send_failed:
             await self._failures.dead_letter(
                 delivery, key, attempt, DeadReason.HANDLER_FAILED, send_failed

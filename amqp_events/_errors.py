@@ -8,8 +8,11 @@
     │   └── ReconnectFailed         gave up reconnecting after ``reconnect_timeout``
     ├── BrokerError                 the broker refused an operation (``reply_code``: 406
     │                               PRECONDITION_FAILED, 404 NOT_FOUND, 405 RESOURCE_LOCKED ...)
-    ├── PublishError                not confirmed: nacked, returned as unroutable, timed out,
-    │                               or the publisher is not attached to a started connection
+    ├── PublishError                not published: refused (nacked, too large, bad header),
+    │   │                           or the publisher is not attached to a started connection
+    │   ├── Unroutable              a mandatory publish reached no queue: nothing was stored
+    │   └── PublishOutcomeUnknown   sent, but no confirm came in time (or the connection died
+    │                               first): the broker may have it; a resend may duplicate
     ├── DecodeError                 a message body that does not decode into the handler's type
     ├── RequestTimeout              an awaited request got no response in time (also a
     │                               TimeoutError)
@@ -38,11 +41,13 @@ __all__ = [
     "Drop",
     "HandlerControl",
     "PublishError",
+    "PublishOutcomeUnknown",
     "ReconnectFailed",
     "Reject",
     "RemoteError",
     "RequestTimeout",
     "Retry",
+    "Unroutable",
 ]
 
 
@@ -84,6 +89,23 @@ class PublishError(AmqpEventsError):
     def __init__(self, message: str, *, failures: list[tuple[Any, BaseException]] | None = None):
         super().__init__(message)
         self.failures = failures or []
+
+
+class Unroutable(PublishError):
+    """A mandatory publish matched no queue, so the broker returned it: nothing was stored.
+
+    Raised for ``publish(..., mandatory=True)``, for ``queue_publisher`` publishers and for
+    requests to a service that has no request queue. Resending is safe once a queue is bound.
+    """
+
+
+class PublishOutcomeUnknown(PublishError):
+    """The message was sent but its confirm did not come in time, or the connection died first.
+
+    The broker may have stored it or not: unlike a plain ``PublishError`` (refused, or never
+    sent), resending may deliver it twice. At-least-once consumers (or an inbox keyed on the
+    message id) absorb such duplicates.
+    """
 
 
 class DecodeError(AmqpEventsError):

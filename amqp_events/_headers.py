@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
-import decimal
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._errors import ConfigurationError
 from ._naming import HEADER_PREFIX, SERVICE_HEADER
+from .transports._wire import header_problem
 
 __all__ = ["Headers", "check_user_headers"]
-
-# What an AMQP field table can carry (pamqp cannot encode raw bytes).
-_SCALARS = (str, int, float, bool, decimal.Decimal, datetime.datetime, type(None))
 
 
 class Headers(Mapping[str, Any]):
@@ -49,7 +45,12 @@ class Headers(Mapping[str, Any]):
 
 
 def check_user_headers(headers: Mapping[str, Any]) -> None:
-    """Raise ConfigurationError naming the first header that cannot be sent."""
+    """Raise ConfigurationError naming the first header that cannot be sent unchanged.
+
+    Accepted values are exactly those pamqp encodes and decodes back to an equal value (see
+    ``transports._wire.value_problem``): no tuples, bytes, lossy floats, naive or fractional
+    datetimes, ints beyond 64 bits, lone surrogates, or names over 128 UTF-8 bytes.
+    """
     for name, value in headers.items():
         if not isinstance(name, str):
             raise ConfigurationError(f"header name {name!r} must be a str")
@@ -64,28 +65,11 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
                 "library's retry and dead-letter bookkeeping"
             )
         if name in ("CC", "BCC") and not (
-            isinstance(value, list | tuple) and all(isinstance(q, str) for q in value)
+            isinstance(value, list) and all(isinstance(q, str) for q in value)
         ):
             raise ConfigurationError(
                 f"header {name!r} names extra destination queues: it must be a list of str"
             )
-        _check_value(name, value)
-
-
-def _check_value(name: str, value: Any) -> None:
-    if isinstance(value, _SCALARS):
-        return
-    if isinstance(value, list | tuple):
-        for item in value:
-            _check_value(name, item)
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigurationError(f"header {name!r}: table key {key!r} must be a str")
-            _check_value(name, item)
-        return
-    raise ConfigurationError(
-        f"header {name!r}: a {type(value).__name__} value cannot be sent in AMQP headers "
-        "(use str, int, float, bool, Decimal, datetime, None, lists or dicts of those)"
-    )
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ConfigurationError(f"header {name!r} cannot be sent: {problem}")

@@ -79,6 +79,11 @@ HEADER_PREFIX: Final = "amqp-events-"
 ROUTING_KEY_HEADER: Final = "amqp-events-routing-key"
 EXCHANGE_HEADER: Final = "amqp-events-exchange"
 ATTEMPT_HEADER: Final = "amqp-events-attempt"
+# How often the message came back unsettled (its consumer died): bounds handlers that kill
+# their process, which no attempt count can see.
+REDELIVERIES_HEADER: Final = "amqp-events-redeliveries"
+# Names of foreign headers left out of a dead letter so that it fits the broker's frame_max.
+DROPPED_HEADERS_HEADER: Final = "amqp-events-dropped-headers"
 DEAD_REASON_HEADER: Final = "amqp-events-dead-reason"
 DEAD_QUEUE_HEADER: Final = "amqp-events-dead-queue"
 DEAD_SERVICE_HEADER: Final = "amqp-events-dead-service"

@@ -12,7 +12,13 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel
 
 from ._codec import Decoder, decoder_for, encode
-from ._errors import ConfigurationError, PublishError, RequestTimeout
+from ._errors import (
+    ConfigurationError,
+    PublishError,
+    PublishOutcomeUnknown,
+    RequestTimeout,
+    Unroutable,
+)
 from ._headers import check_user_headers
 from ._naming import SERVICE_HEADER
 from ._observe import Observers
@@ -36,6 +42,17 @@ class Destination:
     cc: tuple[str, ...] = ()  # sender-selected destination queues (queue_publisher)
     mandatory: bool = False
     pending: PendingRequests | None = field(default=None, compare=False)
+    target_service: str | None = None  # requests: the service that should consume them
+
+    def unroutable(self, routing_key: str, exc: Unroutable) -> Unroutable:
+        """The error for a message the broker returned: for requests, name the missing service."""
+        if self.target_service is None:
+            return exc
+        return Unroutable(
+            f"no service {self.target_service!r} consumes requests {routing_key!r}: nothing is "
+            f"bound to exchange {self.exchange!r} for that key; start the service (it declares "
+            "its request queue) or check the routing key"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,21 +166,27 @@ class Publisher:
         """Publish ``event`` and wait for the broker's confirm.
 
         ``headers`` are sent as AMQP headers; ``service`` is reserved (it carries this service's
-        name). With ``mandatory=True`` a message that no queue is bound for raises
-        ``PublishError`` instead of being dropped by the broker. Raises ``ConfigurationError``
-        for a type without a route or a bad header, and ``PublishError`` when the broker does
-        not confirm (within the connection's ``publish_timeout``, reconnections included).
+        name). With ``mandatory=True`` (the default for requests and ``queue_publisher``) a
+        message that no queue is bound for raises ``Unroutable`` instead of being dropped by the
+        broker. Raises ``ConfigurationError`` for a type without a route or a bad header, and
+        ``PublishError`` when the broker does not confirm within the connection's
+        ``publish_timeout``, reconnections included: ``PublishOutcomeUnknown`` when it may have
+        stored the message anyway (a resend may duplicate it), plain ``PublishError`` when it
+        refused it or never got it (a resend is safe).
         """
         target = self._target or self._require_target()
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
         destination = target.destination
-        await target.transport.publish(
-            destination.exchange,
-            key,
-            encode(event),
-            self._headers(target, headers),
-            mandatory=destination.mandatory if mandatory is None else mandatory,
-        )
+        try:
+            await target.transport.publish(
+                destination.exchange,
+                key,
+                encode(event),
+                self._headers(target, headers),
+                mandatory=destination.mandatory if mandatory is None else mandatory,
+            )
+        except Unroutable as exc:
+            raise destination.unroutable(key, exc) from exc
         observer = target.observers.current
         if observer is not None:
             observer.published(target.service, destination.exchange, key, event)
@@ -179,7 +202,11 @@ class Publisher:
         """Publish ``events`` pipelined, at most ``max_in_flight`` unconfirmed at a time.
 
         Returns once every one was confirmed. Otherwise raises ``PublishError`` after all were
-        tried; its ``failures`` lists ``(event, exception)`` for those not confirmed.
+        tried; its ``failures`` lists ``(event, exception)`` for each event not confirmed, with
+        that event's own exception. Resend only what the broker does not have: an event whose
+        exception is a ``PublishOutcomeUnknown`` may have been stored (its confirm did not come
+        in time, or its connection died first), so resending it may deliver it twice; any other
+        ``PublishError`` (refused, ``Unroutable``, never sent) is safe to resend.
         """
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -206,9 +233,12 @@ class Publisher:
                 await flush()
         await flush()
         if failures:
-            first = failures[0][1]
+            unknown = sum(isinstance(exc, PublishOutcomeUnknown) for _, exc in failures)
             raise PublishError(
-                f"{len(failures)} of {count} events not confirmed; first: {first}",
+                f"{len(failures)} of {count} events not confirmed ({unknown} of them with an "
+                "unknown outcome: they may have been stored, a resend may duplicate them; the "
+                "others were refused or never sent: safe to resend). Each event's own error "
+                f"is in .failures; the first: {failures[0][1]}",
                 failures=failures,
             )
 
@@ -243,12 +273,16 @@ class Publisher:
         """Send ``event`` as a request and wait for the response.
 
         Needs ``service_publisher(target, publisher, awaitable=True)``. Returns the response
-        decoded into ``response_type`` (a dict of the JSON when it is None). Raises
-        ``RequestTimeout`` when no response came within ``timeout`` seconds, and ``RemoteError``
-        when the responder's handler raised (an amqp-events responder reports that).
+        decoded into ``response_type`` (a dict of the JSON when it is None). ``timeout`` bounds
+        the whole wait: for one of the ``max_pending`` slots, for the publish's confirm and for
+        the response. Raises ``RequestTimeout`` when that ran out, ``Unroutable`` at once when
+        no service consumes the request (the target never started, or binds no such key),
+        another ``PublishError`` when the request was not confirmed, and ``RemoteError`` when
+        the responder's handler raised (an amqp-events responder reports that).
         """
         target = self._target or self._require_target()
-        pending = target.destination.pending
+        destination = target.destination
+        pending = destination.pending
         if pending is None:
             raise ConfigurationError(
                 f"publisher with routes {self._describe_routes()} cannot await responses: set it "
@@ -257,25 +291,35 @@ class Publisher:
         wanted: Any = dict if response_type is None else response_type
         decode = _response_decoder(wanted)
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
+        body, sent_headers = encode(event), self._headers(target, headers)
         correlation_id = uuid.uuid4().hex
-        async with pending.slots():
-            response = pending.expect(correlation_id)
-            try:
-                await target.transport.publish(
-                    target.destination.exchange,
-                    key,
-                    encode(event),
-                    self._headers(target, headers),
-                    properties=OutgoingProperties(correlation_id=correlation_id),
-                )
+        waiting = "for one of the max_pending slots (every one was taken)"
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline, pending.slots():
+                response = pending.expect(correlation_id)
                 try:
-                    async with asyncio.timeout(timeout):
-                        delivery = await response
-                except TimeoutError:
-                    raise RequestTimeout(
-                        f"no response from {pending.target!r} to {key!r} within {timeout}s"
-                    ) from None
-            finally:
-                pending.forget(correlation_id)
+                    waiting = "for the broker to confirm the request (it may have been sent)"
+                    await target.transport.publish(
+                        destination.exchange,
+                        key,
+                        body,
+                        sent_headers,
+                        properties=OutgoingProperties(correlation_id=correlation_id),
+                        mandatory=destination.mandatory,
+                    )
+                    waiting = "for the response"
+                    delivery = await response
+                finally:
+                    pending.forget(correlation_id)
+        except Unroutable as exc:
+            raise destination.unroutable(key, exc) from exc
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours to translate
+            raise RequestTimeout(
+                f"no response from {pending.target!r} to {key!r} within {timeout}s: still "
+                f"waiting {waiting}"
+            ) from None
         raise_if_error(pending.target, delivery)
         return decode(delivery.body)

@@ -18,8 +18,10 @@ from pydantic import BaseModel
 
 from ._codec import encode
 from ._errors import ConfigurationError, PublishError, RemoteError
+from ._failures import describe
 from ._naming import SERVICE_HEADER, response_exchange
 from .transports._base import Delivery, OutgoingProperties, Transport
+from .transports._wire import safe_text
 
 __all__ = [
     "ERROR_HEADER",
@@ -57,46 +59,58 @@ class Responder:
         caller = delivery.headers.get(SERVICE_HEADER)
         return caller if isinstance(caller, str) and caller else None
 
-    async def send(self, delivery: Delivery, result: Any) -> None:
-        """Send ``result`` back; raise ConfigurationError or PublishError if it cannot be."""
+    async def send(self, delivery: Delivery, key: str, result: Any) -> None:
+        """Send ``result`` back with the request's routing key ``key``; raise
+        ConfigurationError or PublishError (Unroutable: the caller has no response queue) if it
+        cannot be."""
         if result is None:
             if delivery.correlation_id is not None:
                 await self.send_error(
-                    delivery, ConfigurationError("the request handler returned no response")
+                    delivery, key, ConfigurationError("the request handler returned no response")
                 )
             return  # goamqp's rule: a handler that returns nothing sends no response
         if not isinstance(result, BaseModel):
             raise ConfigurationError(
-                f"request handler for {delivery.routing_key!r} returned "
-                f"{type(result).__name__}; a response must be a pydantic model"
+                f"request handler for {key!r} returned {type(result).__name__}; a response "
+                "must be a pydantic model"
             )
-        await self._publish(delivery, encode(result), {})
+        await self._publish(delivery, key, encode(result), {})
 
-    async def send_error(self, delivery: Delivery, exc: BaseException) -> None:
+    async def send_error(self, delivery: Delivery, key: str, exc: BaseException) -> None:
         await self._publish(
             delivery,
+            key,
             _EMPTY_BODY,
-            {ERROR_TYPE_HEADER: type(exc).__name__, ERROR_HEADER: str(exc)},
+            {
+                ERROR_TYPE_HEADER: safe_text(type(exc).__name__, 200),
+                ERROR_HEADER: safe_text(describe(exc), 1000),
+            },
         )
 
-    async def _publish(self, delivery: Delivery, body: bytes, extra: Mapping[str, Any]) -> None:
+    async def _publish(
+        self, delivery: Delivery, key: str, body: bytes, extra: Mapping[str, Any]
+    ) -> None:
         caller = self.caller_of(delivery)
-        if caller is None or self.transport is None:
+        transport = self.transport
+        if caller is None or transport is None:
             raise PublishError(
-                f"cannot answer request {delivery.routing_key!r}: it has no string "
-                f"{SERVICE_HEADER!r} header naming the caller"
+                f"cannot answer request {key!r}: it has no string {SERVICE_HEADER!r} header "
+                "naming the caller"
             )
         properties = (
             OutgoingProperties(correlation_id=delivery.correlation_id)
             if delivery.correlation_id is not None
             else None
         )
-        await self.transport.publish(
+        # Mandatory: a response that no caller's queue takes would vanish; the request is
+        # dead-lettered instead.
+        await transport.publish(
             self._exchange,
-            delivery.routing_key,
+            key,
             body,
             {**extra, SERVICE_HEADER: caller},
             properties=properties,
+            mandatory=True,
         )
 
 

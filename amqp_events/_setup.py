@@ -94,6 +94,7 @@ class SetupBuilder:
     def finish(self) -> None:
         """What only the complete setup decides: queue options, retry and dead-letter queues."""
         if self.queue_arguments:
+            self.check_bounded_queues()
             durable_names = {q for q, c in self.consumers.items() if not c.transient}
             self.topology.queues = [
                 QueueSpec(q.name, arguments={**q.arguments, **self.queue_arguments})
@@ -102,6 +103,36 @@ class SetupBuilder:
                 for q in self.topology.queues
             ]
         self.declare_failure_queues()
+
+    def check_bounded_queues(self) -> None:
+        """Refuse a length limit on a queue that delayed retries dead-letter back into.
+
+        A retry waits in ``<queue>.retry.<ms>`` and expires back into ``<queue>`` by broker
+        dead-lettering, which nobody confirms: into a full queue the broker drops it silently
+        (a classic queue dead-letters at most once).
+        """
+        max_length = self.queue_arguments.get("x-max-length")
+        if max_length is None:
+            return
+        for consumers in self.consumers.values():
+            delays = consumers.delays_ms(self.retry_policy)
+            if consumers.transient or not delays:
+                continue
+            handlers = ", ".join(
+                f"{handler_name(h.handler)} ({h.routing_key!r})"
+                for h in consumers.handlers
+                if (h.retry or self.retry_policy).attempts > 1
+            )
+            raise ConfigurationError(
+                f"queue {consumers.queue!r} has with_queue_options(max_length={max_length}), "
+                f"but its handlers {handlers} retry through delay queues "
+                f"{', '.join(repr(naming.retry_queue(consumers.queue, ms)) for ms in delays)}: "
+                "a retry expires back into the queue by broker dead-lettering, which nobody "
+                "confirms, so a full queue would drop it silently. Give those handlers "
+                "RetryPolicy(attempts=1) (retry= on the consumer, or with_retry_policy for the "
+                "connection's default) so failures go straight to the dead-letter queue, or drop "
+                "max_length"
+            )
 
     def queues_with_retries(self) -> list[str]:
         """Every consumed queue and its delay queues: where this connection's work waits."""
@@ -170,7 +201,11 @@ def service_publisher(
 ) -> Setup:
     """Send ``publisher``'s events as requests to ``target_service``.
 
-    Requests go to ``<target>.direct.exchange.request``. With ``awaitable=True``,
+    Requests go to ``<target>.direct.exchange.request``, published mandatory: while no request
+    queue is bound there for the request's routing key (the target never started, or consumes
+    no such key), ``publish`` and ``request`` raise ``Unroutable`` at once. A target that has
+    started once keeps its durable request queue, where requests wait while it is down. With
+    ``awaitable=True``,
     ``await publisher.request(event, ResponseType, timeout=...)`` also waits for the response, on
     this service's durable response queue ``<target>.headers.exchange.response.queue.<service>``;
     at most ``max_pending`` requests wait at once (more wait for a slot).
@@ -197,7 +232,10 @@ def service_publisher(
             Destination(
                 exchange,
                 f"requests to {target_service!r}",
+                # A request nobody consumes fails at once (Unroutable), not at its timeout.
+                mandatory=True,
                 pending=pending,
+                target_service=target_service,
             ),
         )
 
@@ -420,7 +458,11 @@ def with_queue_options(
     - ``quorum``: a replicated quorum queue (``x-queue-type: quorum``);
     - ``single_active_consumer``: one consumer at a time gets messages, others stand by;
     - ``max_length`` with ``overflow``: at most that many messages; ``"reject-publish"`` (the
-      default) makes further publishes fail with ``PublishError`` instead of growing the queue.
+      default) or ``"reject-publish-dlx"`` makes further publishes fail with ``PublishError``
+      instead of growing the queue. ``"drop-head"`` is refused: it discards the oldest
+      messages silently. A queue with ``max_length`` is refused at start if any of its handlers
+      can retry (a ``RetryPolicy`` with ``attempts > 1``, the connection's default included):
+      retries come back by broker dead-lettering, which a full queue drops silently.
     """
     arguments: dict[str, Any] = {}
     if quorum:
@@ -430,10 +472,16 @@ def with_queue_options(
     if max_length is not None:
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
             raise ConfigurationError(f"with_queue_options: max_length {max_length!r} must be >= 1")
-        if overflow not in ("reject-publish", "drop-head", "reject-publish-dlx"):
+        if overflow == "drop-head":
             raise ConfigurationError(
-                f"with_queue_options: overflow {overflow!r} must be 'reject-publish', "
-                "'drop-head' or 'reject-publish-dlx'"
+                "with_queue_options: overflow 'drop-head' discards the oldest messages of a "
+                "full queue silently; use 'reject-publish' (the default), which makes "
+                "publishers see PublishError instead"
+            )
+        if overflow not in ("reject-publish", "reject-publish-dlx"):
+            raise ConfigurationError(
+                f"with_queue_options: overflow {overflow!r} must be 'reject-publish' or "
+                "'reject-publish-dlx'"
             )
         arguments["x-max-length"] = max_length
         arguments["x-overflow"] = overflow

@@ -4,10 +4,12 @@ broker (raw publishes as a goamqp service would send them, queue depths)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import aio_pika
+import pamqp.encode
 
 from amqp_events.transports.memory import broker_for_url
 
@@ -57,13 +59,43 @@ async def eventually(
             await asyncio.sleep(0.02)
 
 
+@contextlib.contextmanager
+def raw_string_bytes() -> Iterator[None]:
+    """Let pamqp write a ``bytes`` header value as an AMQP long string of those very bytes, as
+    a client in another language may send one that is not valid UTF-8."""
+    original = pamqp.encode.encode_table_value
+
+    def encode(value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return b"S" + len(value).to_bytes(4, "big") + value
+        return original(value)
+
+    pamqp.encode.encode_table_value = encode  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pamqp.encode.encode_table_value = original
+
+
 async def raw_publish(
-    url: str, exchange: str, routing_key: str, body: bytes, headers: Mapping[str, Any]
+    url: str,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    headers: Mapping[str, Any],
+    *,
+    message_id: str | None = None,
 ) -> None:
-    """Publish bypassing amqp-events, as another client (e.g. goamqp) would."""
+    """Publish bypassing amqp-events, as another client (e.g. goamqp) would. A ``bytes``
+    header value goes out as a string of those bytes (see ``raw_string_bytes``)."""
     if url.startswith("memory:"):
         broker_for_url(url).publish(
-            exchange, routing_key, body, dict(headers), content_type="application/json"
+            exchange,
+            routing_key,
+            body,
+            dict(headers),
+            content_type="application/json",
+            message_id=message_id,
         )
         return
     connection = await aio_pika.connect(url)
@@ -74,15 +106,28 @@ async def raw_publish(
             if exchange == ""
             else await channel.get_exchange(exchange, ensure=False)
         )
-        await target.publish(
-            aio_pika.Message(
-                body,
-                headers=dict(headers),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key,
-        )
+        with raw_string_bytes():
+            await target.publish(
+                aio_pika.Message(
+                    body,
+                    headers=dict(headers),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message_id,
+                ),
+                routing_key,
+            )
+
+
+async def delete_queue(url: str, queue: str) -> None:
+    """Delete ``queue`` as an operator would, messages and all."""
+    if url.startswith("memory:"):
+        broker_for_url(url).delete_queue(queue)
+        return
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
 
 
 async def queue_depth(url: str, queue: str) -> int:

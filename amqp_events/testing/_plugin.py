@@ -28,6 +28,7 @@ from ._broker import (
 from ._burst import ConnectionFactory
 
 __all__ = [
+    "ENV_DISRUPTIVE",
     "ENV_REQUIRE_BROKER",
     "amqp_url",
     "broker_url",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 ENV_REQUIRE_BROKER = "AMQP_EVENTS_REQUIRE_BROKER"
+# Tests marked ``disruptive`` stop, restart or cut the broker: on a laptop that is the user's own
+# development broker, so they run only when asked (CI asks).
+ENV_DISRUPTIVE = "AMQP_EVENTS_DISRUPTIVE"
 
 # Fixtures that need a broker: a test using any of them gets the ``rabbitmq`` marker.
 _BROKER_FIXTURES = frozenset(
@@ -48,8 +52,12 @@ _BROKER_FIXTURES = frozenset(
 )
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _broker_required() -> bool:
-    return os.environ.get(ENV_REQUIRE_BROKER, "").strip().lower() in {"1", "true", "yes", "on"}
+    return _flag(ENV_REQUIRE_BROKER)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,10 +69,17 @@ def pytest_configure(config: pytest.Config) -> None:
 # First, so that ``-m`` deselection, which runs in this same hook, sees the marker.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``rabbitmq`` every test that uses a broker fixture."""
+    """Mark ``rabbitmq`` every test that uses a broker fixture; skip ``disruptive`` tests
+    unless ``AMQP_EVENTS_DISRUPTIVE=1`` asks for them."""
+    disruptive_allowed = _flag(ENV_DISRUPTIVE)
+    not_asked = pytest.mark.skip(
+        reason=f"stops, restarts or cuts the broker: runs only with {ENV_DISRUPTIVE}=1 (CI sets it)"
+    )
     for item in items:
         if _BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.rabbitmq)
+        if not disruptive_allowed and item.get_closest_marker("disruptive") is not None:
+            item.add_marker(not_asked)
 
 
 @pytest.fixture(scope="session")

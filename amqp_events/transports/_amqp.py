@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -21,11 +22,23 @@ import aiormq.abc
 from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
-from .._errors import BrokerConnectionError, BrokerError, PublishError
-from .._naming import CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT, HEARTBEAT_SECONDS
+from .._errors import (
+    BrokerConnectionError,
+    BrokerError,
+    PublishError,
+    PublishOutcomeUnknown,
+    Unroutable,
+)
+from .._naming import HEARTBEAT_SECONDS
 from .._topology import ConsumerSpec, Topology
 from .._url import redact
 from ._base import Delivery, OutgoingProperties, SessionHooks
+from ._wire import (
+    UNLIMITED_FRAME_MAX,
+    amqp_properties,
+    check_header_frame,
+    unencodable_headers,
+)
 
 __all__ = ["AmqpOpener", "AmqpSession"]
 
@@ -55,6 +68,28 @@ def broker_error(exc: aiormq.exceptions.AMQPChannelError, doing: str) -> BrokerE
         args = args[1:]
     text = " ".join(str(a) for a in args) or type(exc).__name__
     return BrokerError(code, f"{doing}: {text}")
+
+
+def _negotiated_frame_max(connection: AbstractConnection) -> int:
+    """The frame_max agreed in this connection's tune (aiormq accepts the broker's offer)."""
+    underlay = connection.transport
+    tune = getattr(underlay.connection, "connection_tune", None) if underlay else None
+    frame_max = getattr(tune, "frame_max", None)
+    if not isinstance(frame_max, int):
+        raise BrokerConnectionError(
+            "cannot read frame_max from the connection's tune: is it open? (aiormq changed?)"
+        )
+    return frame_max or UNLIMITED_FRAME_MAX  # 0: no limit but the 32-bit frame size
+
+
+class _IdTurn:
+    """Publishes of one message_id, one at a time in arrival order."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class _AmqpDelivery(Delivery):
@@ -90,6 +125,15 @@ class _AmqpDelivery(Delivery):
             await self._channel.basic_reject(self._tag, requeue=requeue)
         except (aiormq.exceptions.AMQPError, *_GONE) as exc:
             log.warning("reject of %r failed; the broker redelivers it: %r", self.routing_key, exc)
+
+    async def ack_processed(self) -> None:
+        await self.ack()
+        try:
+            # The broker handles a channel's frames in order, so the answer to this no-op RPC
+            # (amq.direct exists in every vhost) means the ack was processed, not just sent.
+            await self._channel.exchange_declare("amq.direct", exchange_type="direct", passive=True)
+        except (aiormq.exceptions.AMQPError, *_GONE) as exc:
+            log.warning("could not confirm the ack of %r: %r", self.routing_key, exc)
 
 
 class AmqpOpener:
@@ -153,6 +197,13 @@ class AmqpSession:
         self._publish: aiormq.abc.AbstractChannel | None = None
         self._consume: aiormq.abc.AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
+        self._frame_max = _negotiated_frame_max(connection)
+        # The last headers object whose content header frame fit: Publisher.publish without
+        # user headers passes the same dict every time, so checking it once is enough.
+        self._fitting_headers: object = None
+        # Explicit message ids with a publish in flight: aiormq matches a basic.return to its
+        # publish by message_id, so a second publish of one id waits for the first's outcome.
+        self._waiting_ids: dict[str, _IdTurn] = {}
         connection.close_callbacks.add(self._on_connection_closed)
 
     def __repr__(self) -> str:
@@ -161,6 +212,10 @@ class AmqpSession:
     @property
     def is_open(self) -> bool:
         return not (self._closing or self._lost or self._connection.is_closed)
+
+    @property
+    def frame_max(self) -> int:
+        return self._frame_max
 
     @property
     def _dead(self) -> bool:
@@ -317,25 +372,44 @@ class AmqpSession:
         mandatory: bool,
         confirm_timeout: float | None,
     ) -> None:
+        if properties is not None or headers is not self._fitting_headers:
+            check_header_frame(exchange, routing_key, headers, properties, self._frame_max)
+            if properties is None:
+                self._fitting_headers = headers
+        message_id = properties.message_id if properties is not None else None
+        if not message_id:
+            await self._publish_now(
+                exchange, routing_key, body, headers, properties, mandatory, confirm_timeout
+            )
+            return
+        turn = self._waiting_ids.get(message_id)
+        if turn is None:
+            turn = self._waiting_ids[message_id] = _IdTurn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                await self._publish_now(
+                    exchange, routing_key, body, headers, properties, mandatory, confirm_timeout
+                )
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._waiting_ids[message_id]
+
+    async def _publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
+    ) -> None:
         channel = self._publish
         if channel is None or channel.is_closed:
             channel = await self._publish_channel()
-        if properties is None:
-            props = spec.Basic.Properties(
-                content_type=CONTENT_TYPE_JSON,
-                delivery_mode=DELIVERY_MODE_PERSISTENT,
-                headers=headers if isinstance(headers, dict) else dict(headers),
-            )
-        else:
-            props = spec.Basic.Properties(
-                content_type=properties.content_type or CONTENT_TYPE_JSON,
-                delivery_mode=DELIVERY_MODE_PERSISTENT,
-                headers=dict(headers),
-                correlation_id=properties.correlation_id,
-                reply_to=properties.reply_to,
-                message_id=properties.message_id,
-                expiration=str(properties.expiration) if properties.expiration else None,
-            )
+        props = amqp_properties(headers, properties)
         try:
             confirmation = await channel.basic_publish(
                 body,
@@ -346,7 +420,7 @@ class AmqpSession:
                 timeout=confirm_timeout,
             )
         except aiormq.exceptions.PublishError as exc:
-            raise PublishError(
+            raise Unroutable(
                 f"message to exchange {exchange!r} with routing key {routing_key!r} is "
                 "unroutable: no queue is bound to match it (published as mandatory)"
             ) from exc
@@ -359,9 +433,14 @@ class AmqpSession:
         except _GONE as exc:
             raise self._gone(f"publishing {routing_key!r}", exc) from None
         except TimeoutError:
-            raise PublishError(
-                f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s"
+            raise PublishOutcomeUnknown(
+                f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s: "
+                "the broker may or may not have it"
             ) from None
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            # pamqp failed to encode the properties: nothing was sent (the frame check above
+            # encodes them first, so this is a last resort).
+            raise unencodable_headers(exchange, routing_key, headers, exc) from None
         except Exception as exc:
             # aiormq fails what is pending on a closing connection with a bare Exception().
             if self._closing or self._dead:

@@ -87,6 +87,12 @@ class Delivery:
     async def reject(self, *, requeue: bool) -> None:
         raise NotImplementedError
 
+    async def ack_processed(self) -> None:
+        """Ack, and return once the broker processed the ack, not only received it: a process
+        that dies right after cannot lose it (its socket's unread data would reset the
+        connection and discard what was in flight)."""
+        await self.ack()
+
 
 class SessionHooks(Protocol):
     """What a session tells its owner: the connection died, or the broker cancelled a consumer."""
@@ -104,6 +110,12 @@ class Session(Protocol):
 
     @property
     def is_open(self) -> bool: ...
+
+    @property
+    def frame_max(self) -> int:
+        """The largest frame this connection carries, in bytes, as negotiated with the broker:
+        a message's content header frame (properties and headers) must fit in it."""
+        ...
 
     async def declare(self, topology: Topology) -> None: ...
 
@@ -146,6 +158,12 @@ class Transport(Protocol):
 
     ``declare`` and ``consume`` are remembered: a transport that reconnects replays them.
     """
+
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the broker takes on this connection: a message's properties and
+        headers must fit in one."""
+        ...
 
     async def connect(self) -> None:
         """Open the connection; raise BrokerConnectionError when the broker cannot be reached."""

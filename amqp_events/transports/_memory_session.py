@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import BrokerConnectionError
+from .._errors import BrokerConnectionError, BrokerError, PublishError
 from .._topology import ConsumerSpec, Topology
 from ._base import OutgoingProperties, SessionHooks
+from ._wire import check_header_frame
 from .memory import MemoryConnection, _parse_memory_url, broker_for_url
 
 __all__ = ["MemoryOpener", "MemorySession"]
@@ -37,6 +38,8 @@ class MemorySession:
         self._hooks = hooks
         connection.on_close = self._on_closed
         connection.on_cancel = self._on_cancelled
+        # As in AmqpSession: the last headers object whose content header frame fit.
+        self._fitting_headers: object = None
 
     def __repr__(self) -> str:
         return f"MemorySession({self._connection!r})"
@@ -44,6 +47,10 @@ class MemorySession:
     @property
     def is_open(self) -> bool:
         return not self._connection.closed
+
+    @property
+    def frame_max(self) -> int:
+        return self._connection.broker.frame_max
 
     def _on_closed(self, error: BaseException) -> None:
         self._hooks.session_lost(self, error)
@@ -89,7 +96,18 @@ class MemorySession:
         confirm_timeout: float | None,
     ) -> None:
         connection = self._open("publish")
-        connection.broker.publish(exchange, routing_key, body, headers, properties, mandatory)
+        broker = connection.broker
+        if properties is not None or headers is not self._fitting_headers:
+            check_header_frame(exchange, routing_key, headers, properties, broker.frame_max)
+            if properties is None:
+                self._fitting_headers = headers
+        try:
+            broker.publish(exchange, routing_key, body, headers, properties, mandatory)
+        except BrokerError as exc:
+            # RabbitMQ closes the publish channel and AmqpSession reports a PublishError.
+            detail = str(exc).partition(": ")[2]
+            doing = f"publishing to {exchange!r}"
+            raise PublishError(str(BrokerError(exc.reply_code, f"{doing}: {detail}"))) from None
 
     async def close(self) -> None:
         if not self._connection.closed:

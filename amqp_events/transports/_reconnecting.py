@@ -4,7 +4,10 @@ It remembers every declaration and consumer. When the connection drops (broker r
 connection, network), it opens a new session with backoff, trying each host in turn, replays the
 topology and restarts every consumer. When the broker cancels one consumer (its queue was
 deleted), it declares the topology again and restarts that consumer. Publishes wait for the
-connection to come back, up to ``publish_timeout``, then raise ``PublishError``.
+connection to come back, up to ``publish_timeout``, then raise ``PublishError``; close() ends
+that wait at once. A publish handed to a connection that died before its confirm may have been
+stored: if no later attempt is confirmed, it fails with ``PublishOutcomeUnknown``, never with a
+plain ``PublishError``, which means the broker does not have it.
 """
 
 from __future__ import annotations
@@ -22,15 +25,48 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .._errors import BrokerConnectionError, BrokerError, PublishError, ReconnectFailed
+from .._errors import (
+    BrokerConnectionError,
+    BrokerError,
+    PublishError,
+    PublishOutcomeUnknown,
+    ReconnectFailed,
+)
 from .._topology import ConsumerSpec, Topology
 from ._base import CloseCallback, OutgoingProperties, Session, SessionOpener
+from ._wire import FRAME_MAX_DEFAULT
 
 __all__ = ["ReconnectingTransport"]
 
 log = logging.getLogger(__name__)
 
 _RECOVERABLE = (BrokerConnectionError, BrokerError, OSError, TimeoutError)
+
+
+class _Attempt:
+    """One publish going across reconnections: where to, until when, and whether a copy of it
+    may already be on the broker (sent on a connection that died before confirming it)."""
+
+    __slots__ = ("deadline", "exchange", "lost", "routing_key")
+
+    def __init__(
+        self, exchange: str, routing_key: str, deadline: float, lost: BaseException | None
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.deadline = deadline
+        self.lost = lost  # the loss of the connection that had a copy, if any
+
+    def failed(self, why: str) -> PublishError:
+        """The error to raise: outcome unknown if a copy may have been stored, else not sent."""
+        what = f"{self.routing_key!r} to {self.exchange!r} {why}"
+        if self.lost is None:
+            return PublishError(f"{what}; it was never sent, so the broker does not have it")
+        return PublishOutcomeUnknown(
+            f"{what}, after it was sent on a connection that was lost before the broker "
+            f"confirmed it ({self.lost}): the broker may or may not have it, and a resend may "
+            "duplicate it"
+        )
 
 
 class ReconnectingTransport:
@@ -51,6 +87,8 @@ class ReconnectingTransport:
         self._reconnect_timeout = reconnect_timeout
         self._max_reconnect_wait = max_reconnect_wait
         self._session: Session | None = None
+        # Set while a session is up, and for good once closed or given up, so that publishes
+        # waiting for a reconnection wake and look at why.
         self._ready = asyncio.Event()
         self._topology = Topology()
         self._consumers: list[ConsumerSpec] = []
@@ -67,6 +105,11 @@ class ReconnectingTransport:
         return f"<ReconnectingTransport {self._description}>"
 
     # -- Transport --------------------------------------------------------------------------
+
+    @property
+    def frame_max(self) -> int:
+        session = self._session
+        return session.frame_max if session is not None else FRAME_MAX_DEFAULT
 
     async def connect(self) -> None:
         self._session = await self._open_session(self)
@@ -106,8 +149,18 @@ class ReconnectingTransport:
         properties: OutgoingProperties | None = None,
         mandatory: bool = False,
     ) -> None:
+        """Publish and wait for the confirm, across reconnections, up to ``publish_timeout``.
+
+        Raises ``PublishOutcomeUnknown`` when the message was handed to a connection that then
+        died (or was not confirmed in time) and no later attempt got a confirm: the broker may
+        have it. Raises plain ``PublishError`` when it was never handed to a live connection,
+        or the broker refused it (``Unroutable`` for a mandatory publish that reached no queue).
+        """
+        started = asyncio.get_running_loop().time()
+        lost: BaseException | None = None
         session = self._session
         if session is not None:  # the common case: one call, no waiting
+            was_open = session.is_open
             try:
                 await session.publish(
                     exchange,
@@ -123,14 +176,19 @@ class ReconnectingTransport:
                 # Lost on the way: do not wait for the close callback to say so, or the retry
                 # below would go to the same dead session.
                 self.session_lost(session, exc)
+                if was_open:
+                    lost = exc  # it may have reached the broker before the connection died
         await self._publish_after_recovery(
-            exchange, routing_key, body, headers, properties=properties, mandatory=mandatory
+            _Attempt(exchange, routing_key, started + self._publish_timeout, lost),
+            body,
+            headers,
+            properties=properties,
+            mandatory=mandatory,
         )
 
     async def _publish_after_recovery(
         self,
-        exchange: str,
-        routing_key: str,
+        attempt: _Attempt,
         body: bytes,
         headers: Mapping[str, Any],
         *,
@@ -138,52 +196,59 @@ class ReconnectingTransport:
         mandatory: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._publish_timeout
         while True:
             if self._closing or self._failed is not None:
-                raise PublishError(
-                    f"cannot publish {routing_key!r} to {exchange!r}: {self._why_unavailable()}"
-                )
-            remaining = deadline - loop.time()
+                raise attempt.failed(f"not confirmed: {self._why_unavailable()}")
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout_at(attempt.deadline):
                     await self._ready.wait()
             except TimeoutError:
-                raise PublishError(
-                    f"{routing_key!r} to {exchange!r} not confirmed within "
-                    f"{self._publish_timeout}s: the broker was unreachable"
+                raise attempt.failed(
+                    f"not confirmed within {self._publish_timeout}s (publish_timeout): the "
+                    "broker was unreachable"
                 ) from None
             session = self._session
             if session is None:
-                continue
+                continue  # closing or given up: said at the top of the loop
+            was_open = session.is_open
             try:
                 await session.publish(
-                    exchange,
-                    routing_key,
+                    attempt.exchange,
+                    attempt.routing_key,
                     body,
                     headers,
                     properties=properties,
                     mandatory=mandatory,
-                    confirm_timeout=max(deadline - loop.time(), 0.001),
+                    confirm_timeout=max(attempt.deadline - loop.time(), 0.001),
                 )
                 return
             except BrokerConnectionError as exc:
                 self.session_lost(session, exc)
+                if was_open:
+                    attempt.lost = exc
+            except PublishOutcomeUnknown:
+                raise
+            except PublishError as exc:
+                if attempt.lost is None:
+                    raise
+                # Refused now, but the copy sent on the lost connection may have been stored.
+                raise attempt.failed(f"refused on the new connection ({exc})") from exc
 
     def _why_unavailable(self) -> str:
         if self._failed is not None:
             return f"gave up reconnecting: {self._failed}"
-        return "the connection is closed"
+        return "the connection is closed (close() was called)"
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
+        # Publishes waiting for a reconnection wake now and fail, instead of timing out.
+        self._ready.set()
         for task in [self._recovery, *self._tasks]:
             if task is not None:
                 task.cancel()
         session, self._session = self._session, None
-        self._ready.clear()
         if session is not None:
             await session.close()
         self._notify(None)
@@ -250,6 +315,7 @@ class ReconnectingTransport:
                 f"{self._reconnect_timeout}s: {exc}"
             )
             log.error("%s", self._failed)
+            self._ready.set()  # waiting publishes fail now, saying why
             self._notify(self._failed)
             return
         log.warning(

@@ -9,9 +9,11 @@ from amqp_events import (
     Connection,
     Publisher,
     PublishError,
+    RetryPolicy,
     Route,
     event_stream_publisher,
     with_queue_options,
+    with_retry_policy,
 )
 from tests.helpers import Collector, queue_depth
 
@@ -59,7 +61,9 @@ async def test_max_length_reject_publish_bounds_the_queue(broker_url: str) -> No
     async def on_note(note: Note) -> None:
         pass
 
-    await reader.start(with_queue_options(max_length=3))
+    # Without retries: a retry's way back into a full queue would be dropped silently, so
+    # max_length is refused with delayed retries.
+    await reader.start(with_queue_options(max_length=3), with_retry_policy(RetryPolicy(attempts=1)))
     await reader.close()  # the queue stays, nobody consumes it
     async with Connection("writer", broker_url) as writer:
         await writer.start(event_stream_publisher(publisher))

@@ -22,7 +22,7 @@ from amqp_events import (
     service_request_consumer,
     service_response_consumer,
 )
-from tests.helpers import Collector, queue_depth, raw_publish
+from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
 
 
 class Quote(BaseModel):
@@ -125,6 +125,9 @@ async def test_responder_error_reaches_the_caller(broker_url: str) -> None:
 
 async def test_request_timeout(broker_url: str) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
+    async with Connection("billing", broker_url) as billing:
+        await billing.start(service_request_consumer("Quote", price))
+    # billing's request queue stays, with nobody consuming it
     async with Connection("shop", broker_url) as shop:
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         with pytest.raises(RequestTimeout, match="no response from 'billing' to 'Quote'"):
@@ -164,22 +167,29 @@ async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None
         assert await answered.wait(1) == [Price(item="tea", total=6)]
 
 
-async def test_request_without_service_header_is_dropped_not_looped(broker_url: str) -> None:
+async def test_request_without_service_header_is_dead_lettered_unhandled(broker_url: str) -> None:
     calls: Collector[Quote] = Collector()
 
     async def count(request: Quote) -> Price:
         calls.add(request)
         return await price(request)
 
+    queue = "billing.direct.exchange.request.queue"
     async with Connection("billing", broker_url) as billing:
         await billing.start(service_request_consumer("Quote", count))
         await raw_publish(
             broker_url, "billing.direct.exchange.request", "Quote", b'{"item":"a","count":1}', {}
         )
-        await calls.wait(1)
-        await calls.settle()
-        assert len(calls.items) == 1
-    assert await queue_depth(broker_url, "billing.direct.exchange.request.queue") == 0
+
+        async def dead_lettered() -> bool:
+            return await queue_depth(broker_url, queue + ".dlq") == 1
+
+        await eventually(dead_lettered)
+    # No response could be sent, so the handler did not run (its effects would be orphaned).
+    assert calls.items == []
+    [(_, headers)] = await drain(broker_url, queue + ".dlq")
+    assert headers["amqp-events-dead-reason"] == "unanswerable"
+    assert await queue_depth(broker_url, queue) == 0
 
 
 async def test_queue_publisher_with_cc_reaches_every_queue(broker_url: str) -> None:

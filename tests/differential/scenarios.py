@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from .driver import Driver, Msg
@@ -535,10 +537,11 @@ async def dead_letter_of_cc_message(driver: Driver) -> Any:
     await driver.declare_queue(
         "ccd-ttl", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "ccd-dlx"}
     )
+    # A longer TTL than ccd-ttl's: two queues' expiries 0 ms apart would race for ccd-z.
     await driver.declare_queue(
         "ccd-ttl-rk",
         arguments={
-            "x-message-ttl": 50,
+            "x-message-ttl": 200,
             "x-dead-letter-exchange": "ccd-dlx",
             "x-dead-letter-routing-key": "k",
         },
@@ -552,7 +555,7 @@ async def dead_letter_of_cc_message(driver: Driver) -> Any:
     await driver.bind("ccd-z", "ccd-dlx", "k")
     await driver.publish("ccd-x", "a", "cc", headers={"CC": ["z"], "BCC": ["y"]})
     await driver.publish("ccd-x", "b", "cc-rk", headers={"CC": ["q"]})
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)
     return {queue: full(await driver.drain(queue)) for queue in ["ccd-a", "ccd-z"]}
 
 
@@ -1315,3 +1318,131 @@ async def quorum_queue_round_robin(driver: Driver) -> Any:
         await driver.publish("", "qrr", str(i))
     await limited.quiet()
     return {"limited": limited.shorts, "two": two.shorts, "three": three.shorts}
+
+
+# ---------------------------------------------------------------------------------------------
+# What the wire carries: size limits and header values as pamqp encodes and decodes them
+
+FRAME_MAX = 131072  # RabbitMQ's default, and the memory broker's
+MAX_MESSAGE_SIZE = 134217728  # RabbitMQ 3.10's default max_message_size, and the memory broker's
+
+
+def typed(value: Any) -> Any:
+    """A header value with the type of each part, as a consumer (pamqp) reads it."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    if isinstance(value, datetime):
+        return ("datetime", value.isoformat())
+    return (type(value).__name__, repr(value))
+
+
+async def _typed_headers(driver: Driver, queue: str, headers: dict[str, Any]) -> Any:
+    await driver.publish("", queue, "h", headers=headers)
+    [msg] = await driver.drain(queue)
+    return typed(dict(msg.raw_headers))
+
+
+@scenario
+async def body_over_max_message_size(driver: Driver) -> Any:
+    await driver.declare_queue("size-q")
+    refused = await driver.attempt(driver.publish("", "size-q", "x" * (MAX_MESSAGE_SIZE + 1)))
+    accepted = await driver.publish("", "size-q", "y" * 1_000_000)
+    return {
+        "refused": refused,
+        "accepted": accepted,
+        "queue": [len(msg.body) for msg in await driver.drain("size-q")],
+    }
+
+
+@scenario
+async def header_frame_over_frame_max(driver: Driver) -> Any:
+    await driver.declare_queue("frame-q")
+    over = await driver.attempt(driver.publish("", "frame-q", "1", headers={"h": "y" * 140000}))
+    assert over is not None
+    # RabbitMQ names the frame's payload size: size a header so that it is exactly frame_max
+    # (accepted: RabbitMQ tolerates the 8 bytes of frame overhead), then one byte more.
+    payload = int(over[1].split("frame_too_large,")[1].split(",")[0])
+    fitting = 140000 - (payload - FRAME_MAX)
+    at_limit = await driver.publish("", "frame-q", "2", headers={"h": "y" * fitting})
+    one_more = await driver.attempt(
+        driver.publish("", "frame-q", "3", headers={"h": "y" * (fitting + 1)})
+    )
+    return {
+        "over": over,
+        "at-limit": at_limit,
+        "one-more": one_more,
+        "queue": shorts(await driver.drain("frame-q")),
+    }
+
+
+@scenario
+async def header_floats_are_32_bit(driver: Driver) -> Any:
+    await driver.declare_queue("float-q")
+    return await _typed_headers(
+        driver,
+        "float-q",
+        {"tenth": 0.1, "half": 1.5, "tiny": 1e-45, "big": 3.4e38, "list": [0.2], "t": {"f": 2.7}},
+    )
+
+
+@scenario
+async def header_decimals_travel_exactly(driver: Driver) -> Any:
+    await driver.declare_queue("decimal-q")
+    return await _typed_headers(
+        driver,
+        "decimal-q",
+        {"tenth": Decimal("0.1"), "neg": Decimal("-12.345"), "exp": Decimal("1E+3")},
+    )
+
+
+@scenario
+async def header_datetimes_are_whole_seconds(driver: Driver) -> Any:
+    await driver.declare_queue("time-q")
+    return await _typed_headers(
+        driver,
+        "time-q",
+        {
+            "aware": datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+            "offset": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+            "naive": datetime(2024, 1, 2, 3, 4, 5),
+        },
+    )
+
+
+@scenario
+async def header_integers_keep_their_values(driver: Driver) -> Any:
+    await driver.declare_queue("int-q")
+    return await _typed_headers(
+        driver,
+        "int-q",
+        {
+            "byte": -128,
+            "short": 32767,
+            "ushort": 65535,
+            "long": -(2**31),
+            "ulong": 2**32 - 1,
+            "longlong": 2**63 - 1,
+            "min": -(2**63),
+            "bool": True,
+            "none": None,
+            "bytearray": bytearray(b"\x00\xff"),
+        },
+    )
+
+
+@scenario
+async def header_strings_that_are_not_utf8(driver: Driver) -> Any:
+    await driver.declare_queue("utf8-q")
+    return await _typed_headers(
+        driver,
+        "utf8-q",
+        {
+            "invalid": b"\xff\xfe",
+            "valid": "caf\u00e9".encode(),
+            "text": "caf\u00e9",
+            "in-list": [b"\xc3", "ok"],
+            "in-table": {"k": b"\x80abc"},
+        },
+    )

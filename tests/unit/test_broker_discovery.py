@@ -55,7 +55,12 @@ def listening_port() -> Iterator[int]:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AMQP_URL", "AMQP_MANAGEMENT_URL", "AMQP_EVENTS_REQUIRE_BROKER"):
+    for name in (
+        "AMQP_URL",
+        "AMQP_MANAGEMENT_URL",
+        "AMQP_EVENTS_REQUIRE_BROKER",
+        "AMQP_EVENTS_DISRUPTIVE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -894,3 +899,35 @@ def test_plugin_fails_without_broker_when_required(
         ["*no RabbitMQ broker found*", "*AMQP_EVENTS_REQUIRE_BROKER is set*"]
     )
     assert_no_secret(result.stdout.str())
+
+
+DISRUPTIVE_TESTS = """
+import pytest
+
+@pytest.mark.disruptive
+def test_restarts_the_broker():
+    pass
+
+def test_harmless():
+    pass
+"""
+
+
+def test_plugin_skips_disruptive_tests_unless_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(DISRUPTIVE_TESTS)
+
+    result = pytester.runpytest("-rs")
+
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * runs only with AMQP_EVENTS_DISRUPTIVE=1*"])
+
+
+def test_plugin_runs_disruptive_tests_when_asked(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(DISRUPTIVE_TESTS)
+    monkeypatch.setenv("AMQP_EVENTS_DISRUPTIVE", "1")
+
+    result = pytester.runpytest()
+
+    result.assert_outcomes(passed=2)

@@ -1658,3 +1658,103 @@ async def test_two_transports_with_one_url_share_a_broker() -> None:
     await sender.close()
     await receiver.close()
     broker_for_url(url).reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the wire carries: limits and header values, as RabbitMQ and pamqp treat them
+
+
+def test_limits_default_to_rabbitmqs_and_are_checked() -> None:
+    broker = MemoryBroker()
+    try:
+        assert (broker.frame_max, broker.max_message_size) == (131072, 134217728)
+    finally:
+        broker.reset()
+    with pytest.raises(ConfigurationError, match="frame_max must be an int of at least 4096"):
+        MemoryBroker(frame_max=100)
+    with pytest.raises(ConfigurationError, match="max_message_size must be an int from 1 to"):
+        MemoryBroker(max_message_size=2**30)
+
+
+def test_a_body_over_max_message_size_is_refused() -> None:
+    broker = MemoryBroker(max_message_size=10)
+    try:
+        queue(broker, "q")
+        assert broker.publish("", "q", b"x" * 10) == 1
+        with pytest.raises(BrokerError) as error:
+            broker.publish("", "q", b"x" * 11)
+        assert str(error.value) == (
+            "406: PRECONDITION_FAILED - message size 11 is larger than configured max size 10"
+        )
+        assert broker.queue_info("q").messages == 1
+    finally:
+        broker.reset()
+
+
+def test_a_header_frame_over_frame_max_is_a_frame_error(broker: MemoryBroker) -> None:
+    queue(broker, "q")
+    with pytest.raises(BrokerError, match=r"501: FRAME_ERROR .*\{frame_too_large,\d+,131064\}"):
+        broker.publish("", "q", b"m", {"big": "y" * 140_000})
+    assert broker.queue_info("q").messages == 0
+
+
+def test_headers_are_stored_as_pamqp_decodes_them(broker: MemoryBroker) -> None:
+    queue(broker, "q")
+    when = datetime(2024, 1, 2, 3, 4, 5, 678901)
+    broker.publish(
+        "",
+        "q",
+        b"m",
+        {"f": 0.1, "t": when, "i": 2**40, "foreign": b"\xff", "utf8": b"ok", "l": [1, "two"]},
+    )
+    [message] = broker.messages("q")
+    assert message.headers == {
+        "f": 0.10000000149011612,
+        "t": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "i": 2**40,
+        "foreign": b"\xff",
+        "utf8": "ok",
+        "l": [1, "two"],
+    }
+
+
+@pytest.mark.parametrize("value", [(1,), 2**64, "a\ud800", object()])
+def test_an_unencodable_header_is_refused_naming_it(broker: MemoryBroker, value: Any) -> None:
+    queue(broker, "q")
+    with pytest.raises(PublishError, match="header 'bad' cannot be encoded"):
+        broker.publish("", "q", b"m", {"ok": 1, "bad": value})
+    assert broker.queue_info("q").messages == 0
+
+
+async def test_a_foreign_string_that_is_not_utf8_reaches_consumers_as_bytes(
+    broker: MemoryBroker,
+) -> None:
+    queue(broker, "q")
+    inbox = Inbox()
+    broker.connect().consume("q", inbox)
+    broker.publish("", "q", b"m", {"raw": b"\xc3(", "nested": {"k": [b"\x80"]}})
+    [delivery] = await inbox.wait_for(1)
+    assert delivery.headers == {"raw": b"\xc3(", "nested": {"k": [b"\x80"]}}
+    assert type(delivery.headers["raw"]) is bytes
+
+
+async def test_transport_refusals_are_publish_errors_as_on_rabbitmq() -> None:
+    broker = MemoryBroker(max_message_size=10)
+    transport = MemoryTransport(broker.url)
+    try:
+        await transport.connect()
+        assert transport.frame_max == 131072
+        with pytest.raises(PublishError) as error:
+            await transport.publish("amq.topic", "k", b"x" * 11, {})
+        assert str(error.value) == (
+            "406: publishing to 'amq.topic': PRECONDITION_FAILED - message size 11 is larger "
+            "than configured max size 10"
+        )
+        with pytest.raises(PublishError, match="no exchange 'nowhere'"):
+            await transport.publish("nowhere", "k", b"{}", {})
+        with pytest.raises(PublishError, match="frame_max of 131072 bytes"):
+            await transport.publish("amq.topic", "k", b"{}", {"big": "y" * 140_000})
+        await transport.publish("amq.topic", "k", b"{}", {})
+    finally:
+        await transport.close()
+        broker.reset()

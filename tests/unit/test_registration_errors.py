@@ -12,16 +12,22 @@ import pytest
 from pydantic import BaseModel
 
 from amqp_events import (
+    BrokerConnectionError,
     ConfigurationError,
     Connection,
     EventRouter,
     Headers,
     Publisher,
     PublishError,
+    RetryPolicy,
     Route,
     event_stream_consumer,
     event_stream_publisher,
+    service_request_consumer,
+    transient_event_stream_consumer,
     with_prefetch_limit,
+    with_queue_options,
+    with_retry_policy,
 )
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
@@ -131,7 +137,7 @@ async def test_reserved_service_header() -> None:
         await conn.start(event_stream_publisher(publisher))
         with pytest.raises(ConfigurationError, match="header 'service' is reserved"):
             await publisher.publish(OrderCreated(id="1"), headers={"service": "other"})
-        with pytest.raises(ConfigurationError, match="header 'blob': a bytes value"):
+        with pytest.raises(ConfigurationError, match="header 'blob'.*a bytes value"):
             await publisher.publish(OrderCreated(id="1"), headers={"blob": b"raw"})
 
 
@@ -202,3 +208,64 @@ async def test_registration_after_start_is_refused() -> None:
         await conn.start()
         with pytest.raises(ConfigurationError, match="cannot register a consumer"):
             conn.event_stream_consumer("Order.Created")
+
+
+# A retry expires from <queue>.retry.<ms> back into <queue> by broker dead-lettering, which
+# nobody confirms: a full max_length queue would drop it silently.
+
+
+async def test_max_length_with_the_default_retry_policy_is_refused() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"queue 'events.topic.exchange.queue.svc' has with_queue_options\(max_length=5\)"
+        r".*on_created \('Order.Created'\).*'events.topic.exchange.queue.svc.retry.1000'"
+        r".*drop it silently.*RetryPolicy\(attempts=1\).*or drop max_length",
+    ):
+        await Connection("svc", NOWHERE).start(
+            event_stream_consumer("Order.Created", on_created), with_queue_options(max_length=5)
+        )
+
+
+async def test_max_length_with_one_retrying_handler_is_refused() -> None:
+    async def on_updated(event: OrderUpdated) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match=r"on_updated \('Order.Updated'\) retry"):
+        await Connection("svc", NOWHERE).start(
+            with_retry_policy(RetryPolicy(attempts=1)),
+            event_stream_consumer("Order.Created", on_created),
+            event_stream_consumer("Order.Updated", on_updated, retry=RetryPolicy(attempts=2)),
+            with_queue_options(max_length=5, overflow="reject-publish-dlx"),
+        )
+
+
+async def test_max_length_on_a_request_queue_with_retries_is_refused() -> None:
+    async def answer(event: OrderCreated) -> OrderUpdated:
+        return OrderUpdated(id=event.id)
+
+    with pytest.raises(ConfigurationError, match="queue 'svc.direct.exchange.request.queue'"):
+        await Connection("svc", NOWHERE).start(
+            service_request_consumer("Order.Created", answer), with_queue_options(max_length=5)
+        )
+
+
+async def test_max_length_without_retries_passes_the_checks() -> None:
+    # attempts=1 dead-letters at the first failure, by a confirmed publish: nothing to lose.
+    # The check passed when the broker (nowhere) is reached.
+    with pytest.raises(BrokerConnectionError):
+        await Connection("svc", NOWHERE, connect_timeout=1).start(
+            with_retry_policy(RetryPolicy(attempts=1)),
+            event_stream_consumer("Order.Created", on_created),
+            # transient queues get no queue options, so their retries are not at risk
+            transient_event_stream_consumer("Order.#", on_created, retry=RetryPolicy()),
+            with_queue_options(max_length=5),
+        )
+
+
+def test_drop_head_overflow_is_refused() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match="'drop-head' discards the oldest messages of a full queue silently; use "
+        "'reject-publish'.*publishers see PublishError",
+    ):
+        with_queue_options(max_length=5, overflow="drop-head")

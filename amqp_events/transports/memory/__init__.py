@@ -21,6 +21,7 @@ The modules, one job each:
 - ``_consumers``: round robin, prefetch, handing over; ``_delivery``: the ``Delivery``;
 - ``_activity``: consumer callbacks in flight and waiting until idle;
 - ``_dead_letters``: dead-lettering and ``x-death``; ``_message``: a stored message;
+- ``_content``: headers as pamqp and RabbitMQ carry them, frame_max and max_message_size;
 - ``_arguments``: argument validation and equivalence; ``_refusals``: RabbitMQ's refusals;
 - ``_info``: the public snapshots.
 """

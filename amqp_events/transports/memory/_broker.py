@@ -12,9 +12,18 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..._errors import BrokerConnectionError, BrokerError, ConfigurationError, PublishError
+from pamqp import commands as spec
+
+from ..._errors import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    PublishError,
+    Unroutable,
+)
 from ..._topology import BindingSpec, DeliveryCallback, ExchangeSpec, QueueSpec
 from .._base import OutgoingProperties
+from .._wire import FRAME_MAX_DEFAULT, MAX_MESSAGE_SIZE_DEFAULT
 from . import _refusals as refusals
 from ._activity import Activity
 from ._arguments import (
@@ -27,6 +36,7 @@ from ._arguments import (
 )
 from ._connection import MemoryConnection
 from ._consumers import Consumer, attach, detach, settled
+from ._content import check_limits, received_headers
 from ._dead_letters import dead_letter
 from ._exchanges import (
     EXCHANGE_TYPES,
@@ -74,8 +84,19 @@ class MemoryBroker:
     callbacks run as tasks of the running loop, and TTL and ``x-expires`` timers use it too.
     """
 
-    def __init__(self, name: str | None = None) -> None:
-        """Create a broker registered under ``name`` (generated when None); see ``url``."""
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        frame_max: int = FRAME_MAX_DEFAULT,
+        max_message_size: int = MAX_MESSAGE_SIZE_DEFAULT,
+    ) -> None:
+        """Create a broker registered under ``name`` (generated when None); see ``url``.
+
+        ``frame_max`` is what connections negotiate (a content header frame must fit in it)
+        and ``max_message_size`` the largest body accepted, RabbitMQ's defaults unless given.
+        """
+        check_limits(frame_max, max_message_size)
         if name is None:
             name = new_name()
         elif name in registry:
@@ -84,6 +105,8 @@ class MemoryBroker:
                 f"broker_for_url('memory://{name}') instead of creating another"
             )
         self._name = name
+        self._frame_max = frame_max
+        self._max_message_size = max_message_size
         registry[name] = self
         self._exchanges: dict[str, Exchange] = predeclared_exchanges()
         self._queues: dict[str, Queue] = {}
@@ -100,6 +123,16 @@ class MemoryBroker:
     def name(self) -> str:
         """The name this broker is registered under."""
         return self._name
+
+    @property
+    def frame_max(self) -> int:
+        """The frame_max its connections negotiate, in bytes (RabbitMQ's default: 131072)."""
+        return self._frame_max
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest body it accepts, in bytes (RabbitMQ 3.10's default: 134217728)."""
+        return self._max_message_size
 
     @property
     def url(self) -> str:
@@ -337,21 +370,20 @@ class MemoryBroker:
         The keyword arguments, when not None, override the fields of ``properties``; a test
         can write ``broker.publish("", "q", b"{}", expiration=50)``.
 
-        Raises ``BrokerError`` 404 for a missing exchange, 403 for an internal one, and
-        ``PublishError`` when ``mandatory`` and no queue matched (RabbitMQ returns it) or when a
+        Headers arrive as a consumer reads them from RabbitMQ: through pamqp's encoding and
+        decoding (a float is a 32-bit float, a datetime whole seconds, a bytes value is sent as
+        a string's raw octets, as a foreign client may, and read back as str or bytes).
+
+        Raises ``BrokerError`` 501 FRAME_ERROR for a content header frame over ``frame_max``
+        (RabbitMQ closes the connection), 406 for a body over ``max_message_size``, 404 for a
+        missing exchange, 403 for an internal one, and ``PublishError`` for a header pamqp
+        cannot encode, when ``mandatory`` and no queue matched (RabbitMQ returns it) or when a
         full ``x-overflow: reject-publish`` queue refused it (RabbitMQ nacks it; the other
         queues still got it). Each queue receives its own copy of ``headers``; a missing
         ``message_id`` is generated.
         """
-        x = self._exchanges.get(exchange)
-        if x is None:
-            raise refusals.no_exchange(exchange)
-        if x.internal:
-            raise refusals.internal_exchange(exchange)
         if type(body) is not bytes:
             body = bytes(body)  # a bytearray could change under the stored message
-        hdrs: dict[str, Any] = dict(headers) if headers else {}
-        keys = sender_selected_keys(routing_key, hdrs)
         if properties is not None:
             content_type = content_type if content_type is not None else properties.content_type
             message_id = message_id if message_id is not None else properties.message_id
@@ -359,16 +391,38 @@ class MemoryBroker:
                 correlation_id = properties.correlation_id
             reply_to = reply_to if reply_to is not None else properties.reply_to
             expiration = expiration if expiration is not None else properties.expiration
+        if message_id is None:
+            message_id = uuid.uuid4().hex  # as aiormq does, before the frame is sent
+        hdrs = received_headers(
+            exchange,
+            routing_key,
+            len(body),
+            headers,
+            spec.Basic.Properties(
+                content_type=content_type,
+                delivery_mode=delivery_mode,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                expiration=None if expiration is None else str(expiration),
+                message_id=message_id,
+            ),
+            frame_max=self._frame_max,
+            max_message_size=self._max_message_size,
+        )
+        x = self._exchanges.get(exchange)
+        if x is None:
+            raise refusals.no_exchange(exchange)
+        if x.internal:
+            raise refusals.internal_exchange(exchange)
         if expiration is not None and (type(expiration) is not int or expiration < 0):
             raise BrokerError(
                 406, f"PRECONDITION_FAILED - invalid expiration '{expiration}' for message"
             )
-        if message_id is None:
-            message_id = uuid.uuid4().hex
+        keys = sender_selected_keys(routing_key, hdrs)
         queues = route(x, keys, hdrs, self._exchanges, self._queues)
         if not queues:
             if mandatory:
-                raise PublishError(
+                raise Unroutable(
                     f"message to exchange {exchange!r} with routing key {routing_key!r} is "
                     "unroutable: no queue is bound to match it (published as mandatory)"
                 )

@@ -1,0 +1,61 @@
+"""The redelivery bound on both brokers: a consumer that dies without settling (here its
+connection is cut from the handler, as a process kill would cut it) gets the message back at
+most ``max_redeliveries`` times; then it is dead-lettered with reason ``redelivered``.
+``tests/rabbitmq/test_crashing_handler.py`` kills real processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from amqp_events import Connection, RetryPolicy
+from amqp_events.transports.memory import broker_for_url
+from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
+
+QUEUE = "events.topic.exchange.queue.worker"
+
+
+class Job(BaseModel):
+    id: str
+
+
+async def cut_own_connection(url: str, service: str) -> None:
+    """What the broker sees when a consumer's process dies: its connection is gone."""
+    if url.startswith("memory:"):
+        broker_for_url(url).close_all_connections("consumer died")
+        return
+    from tests.broker_control import rabbitmqctl, vhost_of
+
+    listing = await rabbitmqctl("list_connections", "pid", "vhost", "client_properties", "-q")
+    vhost = vhost_of(url)
+    for line in listing.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3 and fields[1] == vhost and service in fields[2]:
+            await rabbitmqctl("close_connection", fields[0], "consumer died", check=False)
+
+
+async def test_a_consumer_that_dies_mid_handler_is_bounded(broker_url: str) -> None:
+    calls: Collector[str] = Collector()
+    policy = RetryPolicy(max_redeliveries=2)
+
+    # The dead consumers' handlers never return: close() cancels them after a second.
+    async with Connection("worker", broker_url, shutdown_timeout=1.0) as worker:
+
+        @worker.event_stream_consumer("Job.Created", retry=policy)
+        async def dies(job: Job) -> None:
+            calls.add(job.id)
+            await cut_own_connection(broker_url, "worker")
+            await asyncio.Event().wait()  # never settles; the broker requeues it
+
+        await worker.start()
+        await raw_publish(broker_url, "events.topic.exchange", "Job.Created", b'{"id":"p"}', {})
+
+        async def dead_lettered() -> bool:
+            return await queue_depth(broker_url, QUEUE + ".dlq") == 1
+
+        await eventually(dead_lettered, within=30)
+        await calls.settle(0.5)
+    assert calls.items == ["p"] * 3  # the first delivery and 2 redeliveries
+    [(_, headers)] = await drain(broker_url, QUEUE + ".dlq")
+    assert headers["amqp-events-dead-reason"] == "redelivered"
