@@ -70,7 +70,7 @@ def raw_string_bytes() -> Iterator[None]:
             return b"S" + len(value).to_bytes(4, "big") + value
         return original(value)
 
-    pamqp.encode.encode_table_value = encode  # type: ignore[assignment]
+    pamqp.encode.encode_table_value = encode
     try:
         yield
     finally:

@@ -40,6 +40,9 @@ __all__ = ["ReconnectingTransport"]
 
 log = logging.getLogger(__name__)
 
+# Connections that may die under one publish before it gives up (a poison publish).
+MAX_LOSSES_PER_PUBLISH = 3
+
 _RECOVERABLE = (BrokerConnectionError, BrokerError, OSError, TimeoutError)
 
 
@@ -47,7 +50,7 @@ class _Attempt:
     """One publish going across reconnections: where to, until when, and whether a copy of it
     may already be on the broker (sent on a connection that died before confirming it)."""
 
-    __slots__ = ("deadline", "exchange", "lost", "routing_key")
+    __slots__ = ("deadline", "exchange", "lost", "losses", "routing_key")
 
     def __init__(
         self, exchange: str, routing_key: str, deadline: float, lost: BaseException | None
@@ -56,6 +59,7 @@ class _Attempt:
         self.routing_key = routing_key
         self.deadline = deadline
         self.lost = lost  # the loss of the connection that had a copy, if any
+        self.losses = 0 if lost is None else 1  # connections that died under this publish
 
     def failed(self, why: str) -> PublishError:
         """The error to raise: outcome unknown if a copy may have been stored, else not sent."""
@@ -226,6 +230,14 @@ class ReconnectingTransport:
                 self.session_lost(session, exc)
                 if was_open:
                     attempt.lost = exc
+                    attempt.losses += 1
+                    if attempt.losses >= MAX_LOSSES_PER_PUBLISH:
+                        # A message the broker answers by closing the connection would take
+                        # down every new one too, and redeliver everything else each time.
+                        raise attempt.failed(
+                            f"not confirmed: {attempt.losses} connections died while it was "
+                            "being published; it may be what makes the broker close them"
+                        ) from exc
             except PublishOutcomeUnknown:
                 raise
             except PublishError as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 import pytest
 from pydantic import BaseModel
@@ -37,18 +39,20 @@ class Job(BaseModel):
 
 publisher_routes = (Route(Job, "Job.Created"),)
 
+T = TypeVar("T")
+
 
 async def run_worker(
     broker_url: str,
-    handler: object,
+    handler: Callable[..., Awaitable[None]],
     *publish: Job,
     policy: RetryPolicy | None = None,
     calls_expected: int,
-    calls: Collector[object],
+    calls: Collector[T],
 ) -> None:
     publisher = Publisher(*publisher_routes)
     worker = Connection("worker", broker_url)
-    worker.event_stream_consumer("Job.Created", retry=policy)(handler)  # type: ignore[type-var]
+    worker.event_stream_consumer("Job.Created", retry=policy)(handler)
     async with worker, Connection("jobs", broker_url) as jobs:
         await worker.start()
         await jobs.start(event_stream_publisher(publisher))

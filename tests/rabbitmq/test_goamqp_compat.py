@@ -8,12 +8,13 @@ import uuid
 import aio_pika
 import aiormq
 import pytest
+from pamqp.common import FieldTable
 from pydantic import BaseModel
 
 from amqp_events import Connection, Publisher, Route, event_stream_consumer, event_stream_publisher
 from tests.helpers import Collector
 
-GOAMQP_QUEUE_ARGS = {"x-expires": 432000000}
+GOAMQP_QUEUE_ARGS: FieldTable = {"x-expires": 432000000}
 
 
 class OrderCreated(BaseModel):

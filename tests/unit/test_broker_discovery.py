@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import socket
 import sys
 import threading
@@ -164,7 +165,7 @@ def test_broker_answers_default_ports(
         seen.append(addr)
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(_broker.socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)  # the very module _broker uses
 
     assert not broker_answers(url)
     assert seen == [address]
@@ -329,7 +330,7 @@ def test_choose_vhost_admin_without_rabbitmqctl(
     monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     monkeypatch.setenv("AMQP_MANAGEMENT_URL", f"http://127.0.0.1:{closed_port}/api/")
-    monkeypatch.setattr(_broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # the very module _broker uses
 
     with pytest.raises(VhostAdminError, match="rabbitmqctl: not found on PATH"):
         choose_vhost_admin("amqp://guest:guest@localhost:5672/")
@@ -374,7 +375,8 @@ class FakeManagement(BaseHTTPRequestHandler):
     """Answers like the management API; records what it was asked."""
 
     requests: ClassVar[list[tuple[str, str, str | None, Any]]] = []
-    responses: ClassVar[dict[tuple[str, str], tuple[int, Any]]] = {}
+    # Not `responses`: that is BaseHTTPRequestHandler's table of status phrases.
+    canned: ClassVar[dict[tuple[str, str], tuple[int, Any]]] = {}
     port: ClassVar[int] = 0
     url: ClassVar[str] = ""
 
@@ -382,7 +384,7 @@ class FakeManagement(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         self.requests.append((self.command, self.path, self.headers.get("Authorization"), body))
-        status, payload = self.responses.get((self.command, self.path), (204, None))
+        status, payload = self.canned.get((self.command, self.path), (204, None))
         if isinstance(payload, bytes):  # sent as it is, JSON or not
             data = payload
         else:
@@ -401,16 +403,20 @@ class FakeManagement(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def management() -> Iterator[type[FakeManagement]]:
-    handler = type("Handler", (FakeManagement,), {"requests": [], "responses": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.port = server.server_address[1]
-    handler.url = f"http://127.0.0.1:{handler.port}"
-    handler.responses[("GET", "/api/whoami")] = (200, {"name": "guest", "tags": ["administrator"]})
+    class Handler(FakeManagement):
+        """A class of its own per test, so that records and answers start empty."""
+
+    Handler.requests = []
+    Handler.canned = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Handler.port = server.server_address[1]
+    Handler.url = f"http://127.0.0.1:{Handler.port}"
+    Handler.canned[("GET", "/api/whoami")] = (200, {"name": "guest", "tags": ["administrator"]})
     # A short poll interval: shutdown() waits for the serving loop to notice.
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
-        yield handler
+        yield Handler
     finally:
         server.shutdown()
         server.server_close()
@@ -425,7 +431,7 @@ def test_management_create_and_delete_quote_names(management: type[FakeManagemen
     admin = ManagementApiAdmin.for_url(
         "amqp://us%20er:p%40ss@127.0.0.1:5672/", management_url=management.url
     )
-    management.responses[("DELETE", "/api/vhosts/gone")] = (404, {"error": "Object Not Found"})
+    management.canned[("DELETE", "/api/vhosts/gone")] = (404, {"error": "Object Not Found"})
 
     admin.probe()
     admin.create_vhost("a/b c")
@@ -452,7 +458,7 @@ def test_management_credentials_in_management_url(management: type[FakeManagemen
         "amqp://guest:guest@127.0.0.1/",
         management_url=f"http://admin:{SECRET}@127.0.0.1:{management.port}/api",
     )
-    management.responses[("GET", "/api/vhosts")] = (200, [{"name": "/"}, {"name": "v"}])
+    management.canned[("GET", "/api/vhosts")] = (200, [{"name": "/"}, {"name": "v"}])
 
     assert admin.list_vhosts() == ["/", "v"]
     admin.create_vhost("v")
@@ -468,7 +474,7 @@ def test_management_credentials_in_management_url(management: type[FakeManagemen
 
 
 def test_management_refused_credentials(management: type[FakeManagement]) -> None:
-    management.responses[("GET", "/api/whoami")] = (401, {"error": "not_authorised"})
+    management.canned[("GET", "/api/whoami")] = (401, {"error": "not_authorised"})
     admin = ManagementApiAdmin.for_url(
         f"amqp://guest:{SECRET}@127.0.0.1/", management_url=management.url
     )
@@ -481,7 +487,7 @@ def test_management_refused_credentials(management: type[FakeManagement]) -> Non
 
 
 def test_management_probe_needs_administrator(management: type[FakeManagement]) -> None:
-    management.responses[("GET", "/api/whoami")] = (200, {"name": "app", "tags": ["monitoring"]})
+    management.canned[("GET", "/api/whoami")] = (200, {"name": "app", "tags": ["monitoring"]})
     admin = ManagementApiAdmin.for_url("amqp://app:pw@127.0.0.1/", management_url=management.url)
 
     with pytest.raises(VhostAdminError, match="'app' lacks the administrator tag"):
@@ -489,7 +495,7 @@ def test_management_probe_needs_administrator(management: type[FakeManagement]) 
 
 
 def test_management_queues_and_bindings_normalized(management: type[FakeManagement]) -> None:
-    management.responses[("GET", "/api/queues/v%2F1")] = (
+    management.canned[("GET", "/api/queues/v%2F1")] = (
         200,
         [
             {
@@ -512,7 +518,7 @@ def test_management_queues_and_bindings_normalized(management: type[FakeManageme
             },
         ],
     )
-    management.responses[("GET", "/api/bindings/v%2F1")] = (
+    management.canned[("GET", "/api/bindings/v%2F1")] = (
         200,
         [
             {
@@ -574,7 +580,7 @@ def test_management_queues_and_bindings_normalized(management: type[FakeManageme
 
 
 def test_management_answer_that_is_not_json(management: type[FakeManagement]) -> None:
-    management.responses[("GET", "/api/whoami")] = (200, b"<html><body>RabbitMQ</body></html>")
+    management.canned[("GET", "/api/whoami")] = (200, b"<html><body>RabbitMQ</body></html>")
     admin = ManagementApiAdmin.for_url("amqp://127.0.0.1/", management_url=management.url)
 
     with pytest.raises(VhostAdminError, match="not JSON"):
@@ -582,7 +588,7 @@ def test_management_answer_that_is_not_json(management: type[FakeManagement]) ->
 
 
 def test_management_unknown_vhost_has_no_queues(management: type[FakeManagement]) -> None:
-    management.responses[("GET", "/api/queues/nope")] = (404, {"error": "Object Not Found"})
+    management.canned[("GET", "/api/queues/nope")] = (404, {"error": "Object Not Found"})
     admin = ManagementApiAdmin.for_url("amqp://127.0.0.1/", management_url=management.url)
 
     assert admin.queues("nope") == []
@@ -757,7 +763,7 @@ def test_rabbitmqctl_failure_says_what_failed() -> None:
 
 
 def test_rabbitmqctl_probe_checks_the_listener_port() -> None:
-    assert ScriptedRabbitmqctl({"status": (0, STATUS)}, expected_port=5672).probe() is None
+    ScriptedRabbitmqctl({"status": (0, STATUS)}, expected_port=5672).probe()  # passes: no error
 
     with pytest.raises(VhostAdminError, match=r"listening for AMQP on \[5672\], not on port 5673"):
         ScriptedRabbitmqctl({"status": (0, STATUS)}, expected_port=5673).probe()

@@ -77,7 +77,8 @@ def exchange(broker: MemoryBroker, name: str, type_: Any = "topic", **arguments:
     broker.declare_exchange(ExchangeSpec(name, type_, arguments=arguments))
 
 
-def bind(broker: MemoryBroker, q: str, x: str, key: str = "", **arguments: Any) -> None:
+# Positional-only, so that ``**{"key": ...}`` or any other argument name lands in ``arguments``.
+def bind(broker: MemoryBroker, q: str, x: str, key: str = "", /, **arguments: Any) -> None:
     broker.bind(BindingSpec(q, x, key, arguments))
 
 
@@ -331,7 +332,7 @@ def test_inequivalent_arguments_read_as_rabbitmq_writes_them(broker: MemoryBroke
     # client library encodes (pamqp picks the smallest integer type that holds the value).
     queue(broker, "q", **{"x-message-ttl": 100, "x-expires": 60000})
     exchange(broker, "x", "direct", **{"alternate-exchange": "ae"})
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (
             {"x-message-ttl": 200, "x-expires": 60000},
             "'x-message-ttl' for queue 'q' in vhost '/': received '200' but current is '100'",

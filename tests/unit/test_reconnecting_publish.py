@@ -191,3 +191,46 @@ async def test_a_publish_never_handed_to_a_live_session_is_a_plain_publish_error
         await transport.publish("events", "Note", b"{}", {})
     assert not isinstance(info.value, PublishOutcomeUnknown)
     await transport.close()
+
+
+class PoisonedSession(StandInSession):
+    """The broker closes the whole connection when this publish arrives (as RabbitMQ answers
+    a frame it cannot take with a connection-level error)."""
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
+    ) -> None:
+        self.sent += 1
+        raise self._die("FRAME_ERROR: the broker closed the connection")
+
+
+async def test_a_publish_that_kills_every_connection_gives_up_after_three() -> None:
+    opened: list[PoisonedSession] = []
+
+    async def open_poisoned(hooks: SessionHooks) -> Session:
+        opened.append(PoisonedSession(hooks, holds=False))
+        return opened[-1]
+
+    transport = ReconnectingTransport(
+        open_poisoned,
+        description="poisoned",
+        publish_timeout=30.0,
+        reconnect_timeout=None,
+        max_reconnect_wait=0.05,
+    )
+    await transport.connect()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(PublishOutcomeUnknown, match="3 connections died"):
+                await transport.publish("events", "Note", b"{}", {})
+        assert sum(s.sent for s in opened) == 3  # not one reconnect per second for 30 s
+    finally:
+        await transport.close()
