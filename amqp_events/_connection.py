@@ -54,6 +54,9 @@ class Connection:
     - ``reconnect_timeout``: how long to keep trying to reconnect before giving up
       (``ReconnectFailed``; None: forever);
     - ``shutdown_timeout``: how long ``close()`` lets running handlers finish;
+    - ``topology_check_interval``: how often every exchange, queue and binding is declared
+      again, restoring what an operator deleted (an exchange takes its bindings with it
+      without telling any consumer); None: never;
     - ``ssl_context``: for ``amqps://``.
     """
 
@@ -67,6 +70,7 @@ class Connection:
         shutdown_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        topology_check_interval: float | None = 60.0,
     ) -> None:
         if not isinstance(service_name, str) or not service_name.strip():
             raise ConfigurationError(f"service name must be a non-empty str, got {service_name!r}")
@@ -75,6 +79,10 @@ class Connection:
             ("shutdown_timeout", shutdown_timeout),
             ("connect_timeout", connect_timeout),
             ("reconnect_timeout", 1.0 if reconnect_timeout is None else reconnect_timeout),
+            (
+                "topology_check_interval",
+                1.0 if topology_check_interval is None else topology_check_interval,
+            ),
         ):
             if not value > 0:
                 raise ConfigurationError(f"{name} must be positive, got {value!r}")
@@ -86,6 +94,7 @@ class Connection:
         self._shutdown_timeout = shutdown_timeout
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
+        self._topology_check_interval = topology_check_interval
         self._failure: BaseException | None = None
         self._router = EventRouter()
         self._included: list[EventRouter] = []
@@ -250,6 +259,7 @@ class Connection:
             publish_timeout=self._publish_timeout,
             reconnect_timeout=self._reconnect_timeout,
             ssl_context=self._ssl_context,
+            topology_check_interval=self._topology_check_interval,
         )
         try:
             await transport.connect()

@@ -30,6 +30,7 @@ from ._requests import PendingRequests, Responder
 from ._retry import DeadReason
 from ._routing import is_pattern, topic_matches, topics_overlap
 from .transports._base import Delivery
+from .transports._wire import safe_text
 
 __all__ = ["QueueDispatcher", "check_overlaps"]
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # Keys seen on a queue are cached to skip pattern matching; a hostile publisher could send
 # endless distinct keys, so the cache stops growing here and falls back to matching.
 _KEY_CACHE_LIMIT = 4096
+LOGGED_TEXT_MAX_BYTES = 1000
+_BUG_PAUSE = 1.0
 
 
 def check_overlaps(queue: str, keys_and_names: Sequence[tuple[str, str]]) -> None:
@@ -141,6 +144,13 @@ class QueueDispatcher:
                         await delivery.reject(requeue=True)
                         return
                     await self._dispatch(delivery)
+        except Exception:
+            # A bug of ours must not leave the message unsettled (prefetch of them would stall
+            # the consumer); back in the queue, its redelivery count bounds the loop.
+            log.exception("dispatch of %r from %r failed", delivery.routing_key, self.queue)
+            if not delivery.settled:
+                await asyncio.sleep(_BUG_PAUSE)  # a bug that repeats must not spin
+                await delivery.reject(requeue=True)
         finally:
             in_flight.leave()
 
@@ -275,7 +285,7 @@ class QueueDispatcher:
                 policy.attempts,
                 delay_ms,
                 type(exc).__name__,
-                describe(exc),
+                safe_text(describe(exc), LOGGED_TEXT_MAX_BYTES),
             )
         await failures.retry(delivery, key, attempt, delay_ms)
 
@@ -287,7 +297,7 @@ class QueueDispatcher:
             "request handler for %r raised %s: %s; the caller gets it",
             key,
             type(exc).__name__,
-            describe(exc),
+            safe_text(describe(exc), LOGGED_TEXT_MAX_BYTES),
         )
         try:
             await self._responder.send_error(delivery, key, exc)

@@ -29,6 +29,7 @@ Each message names the thing at fault and, where there is one, what would fix it
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
@@ -81,14 +82,23 @@ class BrokerError(AmqpEventsError):
 
 
 class PublishError(AmqpEventsError):
-    """A message was not confirmed by the broker: nacked, unroutable, timed out or not sent.
+    """A message was not published: refused by the broker, too large, or not sent.
 
     From ``publish_many``, ``failures`` lists each event that was not confirmed with its error.
+    ``reply_code`` is the broker's AMQP code when it refused the publish (404: no such
+    exchange, 406: too large ...), else None.
     """
 
-    def __init__(self, message: str, *, failures: list[tuple[Any, BaseException]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: list[tuple[Any, BaseException]] | None = None,
+        reply_code: int | None = None,
+    ):
         super().__init__(message)
         self.failures = failures or []
+        self.reply_code = reply_code
 
 
 class Unroutable(PublishError):
@@ -135,6 +145,16 @@ class Retry(HandlerControl):
     policy's delays), else after the policy's next delay. Counts as an attempt."""
 
     def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        if delay is not None and (
+            not isinstance(delay, int | float)
+            or isinstance(delay, bool)
+            or not 0 <= delay < math.inf
+        ):
+            # Raised from the handler instead of the Retry: a failure like any other.
+            raise ConfigurationError(
+                f"Retry(delay={delay!r}): the delay must be a number of seconds >= 0, or None "
+                "for the retry policy's next delay"
+            )
         super().__init__(reason or "retry requested")
         self.delay = delay
         self.reason = reason

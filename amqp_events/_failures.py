@@ -41,6 +41,7 @@ MOVE_MAX_WAIT = 30.0
 EXCEPTION_MESSAGE_MAX_BYTES = 1000
 SHRUNK_MESSAGE_MAX_BYTES = 200
 MAX_REDELIVERIES_CEILING = 1000
+MAX_ROUTING_KEY_CHARS = 255
 
 
 class FailureRouter:
@@ -104,7 +105,9 @@ class FailureRouter:
         """The event's routing key: its own, or for a message that came back, our header."""
         if delivery.routing_key == self.queue and delivery.exchange == "":
             carried = delivery.headers.get(naming.ROUTING_KEY_HEADER)
-            if type(carried) is str and carried:
+            # A routing key has at most 255 bytes: a longer "key" is not one of ours (and would
+            # bloat the dispatcher's key cache).
+            if type(carried) is str and 0 < len(carried) <= MAX_ROUTING_KEY_CHARS:
                 return carried
         return delivery.routing_key
 
@@ -200,7 +203,12 @@ class FailureRouter:
         if cause is not None:
             headers[naming.EXCEPTION_MESSAGE_HEADER] = safe_text(text, EXCEPTION_MESSAGE_MAX_BYTES)
         log.warning(
-            "dead-lettering %r from %r to %r: %s (%s)", key, self.queue, self._dlq, reason, text
+            "dead-lettering %r from %r to %r: %s (%s)",
+            key,
+            self.queue,
+            self._dlq,
+            reason,
+            safe_text(text, EXCEPTION_MESSAGE_MAX_BYTES),
         )
         if await self._move(delivery, self._dlq, headers):
             observer = self._observers.current

@@ -119,6 +119,17 @@ async def raw_publish(
             )
 
 
+async def delete_exchange(url: str, exchange: str) -> None:
+    """Delete ``exchange`` as an operator would, with every binding from it."""
+    if url.startswith("memory:"):
+        broker_for_url(url).delete_exchange(exchange)
+        return
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+
+
 async def delete_queue(url: str, queue: str) -> None:
     """Delete ``queue`` as an operator would, messages and all."""
     if url.startswith("memory:"):

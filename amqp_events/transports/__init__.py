@@ -21,6 +21,7 @@ def transport_for(
     publish_timeout: float,
     reconnect_timeout: float | None,
     ssl_context: ssl.SSLContext | None = None,
+    topology_check_interval: float | None = None,
 ) -> Transport:
     """A reconnecting transport over the broker ``urls`` name (checked by ``_url.check_urls``)."""
     if urlsplit(urls[0]).scheme == "memory":
@@ -41,4 +42,5 @@ def transport_for(
         description=", ".join(redact(u) for u in urls),
         publish_timeout=publish_timeout,
         reconnect_timeout=reconnect_timeout,
+        topology_check_interval=topology_check_interval,
     )

@@ -114,6 +114,7 @@ class _AmqpDelivery(Delivery):
         self._tag: int = frame.delivery_tag or 0
 
     async def ack(self) -> None:
+        self.settled = True
         try:
             await self._channel.basic_ack(self._tag)
         except (aiormq.exceptions.AMQPError, *_GONE) as exc:
@@ -121,6 +122,7 @@ class _AmqpDelivery(Delivery):
             log.warning("ack of %r failed; the broker redelivers it: %r", self.routing_key, exc)
 
     async def reject(self, *, requeue: bool) -> None:
+        self.settled = True
         try:
             await self._channel.basic_reject(self._tag, requeue=requeue)
         except (aiormq.exceptions.AMQPError, *_GONE) as exc:
@@ -429,7 +431,8 @@ class AmqpSession:
         except aiormq.exceptions.AMQPChannelError as exc:
             if self._dead:
                 raise self._gone(f"publishing {routing_key!r}", exc) from None
-            raise PublishError(str(broker_error(exc, f"publishing to {exchange!r}"))) from None
+            refused = broker_error(exc, f"publishing to {exchange!r}")
+            raise PublishError(str(refused), reply_code=refused.reply_code) from None
         except _GONE as exc:
             raise self._gone(f"publishing {routing_key!r}", exc) from None
         except TimeoutError:

@@ -57,6 +57,7 @@ class Delivery:
         "redelivered",
         "reply_to",
         "routing_key",
+        "settled",
     )
 
     def __init__(
@@ -80,6 +81,7 @@ class Delivery:
         self.message_id = message_id
         self.correlation_id = correlation_id
         self.reply_to = reply_to
+        self.settled = False  # set by ack and reject: a delivery is settled once
 
     async def ack(self) -> None:
         raise NotImplementedError

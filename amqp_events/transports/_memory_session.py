@@ -107,7 +107,9 @@ class MemorySession:
             # RabbitMQ closes the publish channel and AmqpSession reports a PublishError.
             detail = str(exc).partition(": ")[2]
             doing = f"publishing to {exchange!r}"
-            raise PublishError(str(BrokerError(exc.reply_code, f"{doing}: {detail}"))) from None
+            raise PublishError(
+                str(BrokerError(exc.reply_code, f"{doing}: {detail}")), reply_code=exc.reply_code
+            ) from None
 
     async def close(self) -> None:
         if not self._connection.closed:

@@ -50,7 +50,7 @@ class _Attempt:
     """One publish going across reconnections: where to, until when, and whether a copy of it
     may already be on the broker (sent on a connection that died before confirming it)."""
 
-    __slots__ = ("deadline", "exchange", "lost", "losses", "routing_key")
+    __slots__ = ("deadline", "exchange", "losses", "lost", "routing_key")
 
     def __init__(
         self, exchange: str, routing_key: str, deadline: float, lost: BaseException | None
@@ -84,12 +84,14 @@ class ReconnectingTransport:
         publish_timeout: float,
         reconnect_timeout: float | None,
         max_reconnect_wait: float = 5.0,
+        topology_check_interval: float | None = None,
     ) -> None:
         self._open_session = opener
         self._description = description
         self._publish_timeout = publish_timeout
         self._reconnect_timeout = reconnect_timeout
         self._max_reconnect_wait = max_reconnect_wait
+        self._topology_check_interval = topology_check_interval
         self._session: Session | None = None
         # Set while a session is up, and for good once closed or given up, so that publishes
         # waiting for a reconnection wake and look at why.
@@ -118,6 +120,8 @@ class ReconnectingTransport:
     async def connect(self) -> None:
         self._session = await self._open_session(self)
         self._ready.set()
+        if self._topology_check_interval is not None:
+            self._background(self._check_topology(self._topology_check_interval))
 
     async def declare(self, topology: Topology) -> None:
         self._topology.extend(topology)
@@ -182,6 +186,11 @@ class ReconnectingTransport:
                 self.session_lost(session, exc)
                 if was_open:
                     lost = exc  # it may have reached the broker before the connection died
+            except PublishError as exc:
+                if not await self._restored_exchange(session, exchange, exc):
+                    raise
+                # An operator deleted the exchange: declared again (with this connection's
+                # bindings to it), the publish is tried once more below, not in a loop.
         await self._publish_after_recovery(
             _Attempt(exchange, routing_key, started + self._publish_timeout, lost),
             body,
@@ -245,6 +254,28 @@ class ReconnectingTransport:
                     raise
                 # Refused now, but the copy sent on the lost connection may have been stored.
                 raise attempt.failed(f"refused on the new connection ({exc})") from exc
+
+    async def _restored_exchange(
+        self, session: Session, exchange: str, refused: PublishError
+    ) -> bool:
+        """Declare the topology again if ``refused`` says our own ``exchange`` is gone."""
+        if refused.reply_code != BrokerError.NOT_FOUND or not any(
+            known.name == exchange for known in self._topology.exchanges
+        ):
+            return False
+        log.warning(
+            "%s: exchange %r is gone (deleted by an operator?); declaring it and its bindings "
+            "again",
+            self._description,
+            exchange,
+        )
+        try:
+            async with self._lock:
+                await session.declare(self._topology)
+        except (BrokerConnectionError, BrokerError) as exc:
+            log.error("%s: declaring %r again failed: %s", self._description, exchange, exc)
+            return False
+        return True
 
     def _why_unavailable(self) -> str:
         if self._failed is not None:
@@ -353,6 +384,22 @@ class ReconnectingTransport:
         self._session = session
         self._tags = tags
         self._ready.set()
+
+    async def _check_topology(self, interval: float) -> None:
+        """Declare everything again now and then: an operator who deletes an exchange takes
+        this connection's bindings with it, silently (no consumer is cancelled), and a queue
+        nobody consumes (a DLQ) can go unnoticed. Declaring is idempotent."""
+        while not self._closing:
+            await asyncio.sleep(interval)
+            session = self._session
+            if session is None or not session.is_open:
+                continue  # a reconnection declares everything anyway
+            try:
+                async with self._lock:
+                    if session is self._session:
+                        await session.declare(self._topology)
+            except (BrokerConnectionError, BrokerError) as exc:
+                log.warning("%s: checking the topology failed: %s", self._description, exc)
 
     async def _restore_consumer(self, session: Session, spec: ConsumerSpec) -> None:
         try:

@@ -15,6 +15,7 @@ from amqp_events import (
     Reject,
     RemoteError,
     RequestTimeout,
+    Retry,
     RetryPolicy,
     Route,
     service_publisher,
@@ -23,6 +24,8 @@ from amqp_events import (
     with_prefetch_limit,
     with_retry_policy,
 )
+from amqp_events._failures import FailureRouter
+from amqp_events.transports._base import Delivery
 from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
 
 QUEUE = "events.topic.exchange.queue.worker"
@@ -210,3 +213,50 @@ async def test_a_late_response_is_rejected_and_logged_not_kept(
 
         await eventually(gone)
     assert await queue_depth(broker_url, response_queue + ".dlq") == 0
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -1.0, "soon"])
+async def test_a_retry_with_a_delay_that_is_no_delay_is_a_failure_like_any(
+    broker_url: str, delay: object
+) -> None:
+    calls: Collector[str] = Collector()
+
+    async with Connection("worker", broker_url) as worker:
+
+        @worker.event_stream_consumer("Job.Created", retry=RetryPolicy(attempts=2, delays=(0.05,)))
+        async def odd(job: Job) -> None:
+            calls.add(job.id)
+            raise Retry(delay=delay)  # type: ignore[arg-type]  # what a careless handler does
+
+        await worker.start()
+        await publish_jobs(broker_url, 1)
+        await dlq_has(broker_url, DLQ, 1)
+        await calls.settle(0.3)
+    assert calls.items == ["0", "0"]
+    [(_, headers)] = await drain(broker_url, DLQ)
+    assert headers["amqp-events-exception-type"] == "ConfigurationError"
+
+
+async def test_a_bug_in_dispatch_puts_the_message_back_instead_of_stalling(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handled: Collector[str] = Collector()
+    original = FailureRouter.routing_key_of
+    broken = [True]
+
+    def routing_key_of_once_broken(self: FailureRouter, delivery: Delivery) -> str:
+        if broken.pop() if broken else False:
+            raise RuntimeError("a bug of ours")
+        return original(self, delivery)
+
+    monkeypatch.setattr(FailureRouter, "routing_key_of", routing_key_of_once_broken)
+    async with Connection("worker", broker_url) as worker:
+
+        @worker.event_stream_consumer("Job.Created")
+        async def fine(job: Job) -> None:
+            handled.add(job.id)
+
+        await worker.start(with_prefetch_limit(1))
+        await publish_jobs(broker_url, 2)
+        assert sorted(await handled.wait(2)) == ["0", "1"]
+    assert await queue_depth(broker_url, QUEUE) == 0

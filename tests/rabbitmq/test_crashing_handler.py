@@ -7,14 +7,16 @@ import asyncio
 import sys
 from pathlib import Path
 
-from amqp_events import Connection
+import pytest
+
+from amqp_events import Connection, with_queue_options
 from tests.helpers import drain, queue_depth, raw_publish
 from tests.services.crashing_service import QUEUE, ROUTING_KEY, SERVICE
 
 MAX_REDELIVERIES = 5  # RetryPolicy's default
 
 
-async def run_until_it_dies(url: str, record: Path) -> bool:
+async def run_until_it_dies(url: str, record: Path, *options: str) -> bool:
     """Start the service; True if its handler killed it, False if it idled (nothing to do)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -22,6 +24,7 @@ async def run_until_it_dies(url: str, record: Path) -> bool:
         "tests.services.crashing_service",
         url,
         str(record),
+        *options,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -33,9 +36,11 @@ async def run_until_it_dies(url: str, record: Path) -> bool:
     return True
 
 
+@pytest.mark.parametrize("kind", ["classic", "quorum"])
 async def test_a_handler_that_kills_its_process_ends_in_the_dlq(
-    rabbitmq_vhost_url: str, tmp_path: Path
+    rabbitmq_vhost_url: str, tmp_path: Path, kind: str
 ) -> None:
+    options = ("quorum",) if kind == "quorum" else ()
     url = rabbitmq_vhost_url
     record = tmp_path / "calls.txt"
     # Declare the service's queues once, then publish the poison message.
@@ -45,13 +50,13 @@ async def test_a_handler_that_kills_its_process_ends_in_the_dlq(
         async def unused(event: dict[str, object]) -> None:
             raise AssertionError("the setup connection closes before any delivery")
 
-        await setup.start()
+        await setup.start(*([with_queue_options(quorum=True)] if options else []))
         await setup.close()
     await raw_publish(url, "events.topic.exchange", ROUTING_KEY, b'{"id":"poison"}', {})
 
     deaths = 0
     for _ in range(MAX_REDELIVERIES + 3):
-        if not await run_until_it_dies(url, record):
+        if not await run_until_it_dies(url, record, *options):
             break
         deaths += 1
     calls = record.read_text().split()

@@ -2,11 +2,11 @@
 
 Run from the repository root::
 
-    python -m tests.services.crashing_service <url> <record-file>
+    python -m tests.services.crashing_service <url> <record-file> [quorum]
 
 It consumes ``Job.Created`` on its durable queue. The handler appends the event's id to
 ``record-file`` (flushed), then ends the process with ``os._exit(1)``: no ack, no reject, no
-close. Prints ``ready`` once it consumes.
+close. Prints ``ready`` once it consumes. With ``quorum``, its queue is a quorum queue.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from amqp_events import Connection
+from amqp_events import Connection, Setup, with_queue_options
 
 SERVICE = "crashing-service"
 ROUTING_KEY = "Job.Created"
@@ -29,7 +29,7 @@ class Job(BaseModel):
     id: str
 
 
-async def main(url: str, record: Path) -> None:
+async def main(url: str, record: Path, *options: str) -> None:
     connection = Connection(SERVICE, url)
 
     @connection.event_stream_consumer(ROUTING_KEY)
@@ -38,10 +38,11 @@ async def main(url: str, record: Path) -> None:
             out.write(f"{job.id}\n")
         os._exit(1)
 
-    await connection.start()
+    setups: list[Setup] = [with_queue_options(quorum=True)] if "quorum" in options else []
+    await connection.start(*setups)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:]))

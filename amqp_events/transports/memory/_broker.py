@@ -342,6 +342,21 @@ class MemoryBroker:
             raise refusals.resource_locked(q.name)
         return x, q
 
+    def delete_exchange(self, name: str) -> None:
+        """Delete an exchange and every binding from it, as ``exchange.delete`` does (an
+        operator's action); 404 if it does not exist, 403 for the default and ``amq.*`` ones."""
+        if name == "" or name.startswith("amq."):
+            raise BrokerError(
+                403, f"ACCESS_REFUSED - operation not permitted on the default exchange {name!r}"
+            )
+        x = self._exchange_or_404(name)
+        for q, _spec in x.bindings.values():
+            q.bindings = {(xn, key) for xn, key in q.bindings if xn != name}
+        x.bindings.clear()
+        x.route_cache.clear()
+        self._exchanges.pop(name, None)
+        log.debug("memory broker %r: exchange %r deleted", self._name, name)
+
     def _maybe_auto_delete_exchange(self, x: Exchange) -> None:
         if x.unbound():
             self._exchanges.pop(x.name, None)

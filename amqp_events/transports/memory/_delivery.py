@@ -37,6 +37,7 @@ class MemoryDelivery(Delivery):
         self._tag = tag
 
     async def ack(self) -> None:
+        self.settled = True
         if self._connection.closed:
             # The broker requeued the message when the connection closed; nothing to settle.
             log.debug("ack of delivery %d ignored: its connection is closed", self._tag)
@@ -44,6 +45,7 @@ class MemoryDelivery(Delivery):
         self._connection.ack(self._tag)
 
     async def reject(self, *, requeue: bool) -> None:
+        self.settled = True
         if self._connection.closed:
             log.debug("reject of delivery %d ignored: its connection is closed", self._tag)
             return
