@@ -303,8 +303,10 @@ class Connection:
         """Stop consuming, let running handlers finish (up to ``shutdown_timeout``), close.
 
         Handlers still running after ``shutdown_timeout`` are cancelled; their messages go back
-        to their queues. A second call waits for the first to finish.
+        to their queues. A second call waits for the first to finish. A handler may close its
+        own connection: the close does not wait for it (its message comes back, unacked).
         """
+        self._in_flight.forget_current()
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close())
         await asyncio.shield(self._closing)

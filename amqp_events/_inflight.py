@@ -33,6 +33,15 @@ class InFlight:
         if not self._tasks:
             self._idle.set()
 
+    def forget_current(self) -> None:
+        """Stop waiting for the calling handler: it closes its own connection, and waiting for
+        it would wait for the close itself."""
+        task = asyncio.current_task()
+        if task in self._tasks:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
+
     @property
     def count(self) -> int:
         return len(self._tasks)

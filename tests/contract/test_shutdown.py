@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from amqp_events import Connection, Publisher, PublishError, Route, event_stream_publisher
 from amqp_events.transports.memory import broker_for_url
-from tests.helpers import Collector, eventually, queue_depth
+from tests.helpers import Collector, eventually, queue_depth, raw_publish
 
 SERVICE = "closer"
 QUEUE = f"events.topic.exchange.queue.{SERVICE}"
@@ -209,3 +209,22 @@ async def test_no_handler_starts_after_close_returned(broker_url: str) -> None:
     assert handler.started.items == handled_during, "a handler started after close() returned"
     again = await next_connection_gets(broker_url, 0 if handled_during else 1)
     assert sorted(handled_during + again) == [1], "lost, or handled twice"
+
+
+async def test_a_handler_that_closes_its_own_connection_does_not_wait_for_itself(
+    broker_url: str,
+) -> None:
+    closed = asyncio.Event()
+    worker = Connection("worker", broker_url, shutdown_timeout=30)
+
+    @worker.event_stream_consumer("Job")
+    async def stop_everything(job: dict[str, object]) -> None:
+        try:
+            await worker.close()
+        finally:  # on RabbitMQ the closing connection cancels its consumers' tasks
+            closed.set()
+
+    await worker.start()
+    await raw_publish(broker_url, "events.topic.exchange", "Job", b"{}", {})
+    await asyncio.wait_for(closed.wait(), 5)  # not the 30 s shutdown_timeout
+    assert worker.state == "closed"
