@@ -50,7 +50,8 @@ class Connection:
     several hosts (``amqp://u:p@h1,h2/`` or a list of URLs) are tried in turn. Options:
 
     - ``publish_timeout``: how long a publish waits for its confirm, including a reconnection,
-      before it raises ``PublishError``;
+      before it raises ``PublishError`` (``PublishOutcomeUnknown`` when the message was sent
+      and may have been stored);
     - ``reconnect_timeout``: how long to keep trying to reconnect before giving up
       (``ReconnectFailed``; None: forever);
     - ``shutdown_timeout``: how long ``close()`` lets running handlers finish;
