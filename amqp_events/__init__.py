@@ -3,6 +3,7 @@
 The public API is exactly ``__all__``; every other module is private.
 """
 
+from . import _version
 from ._connection import Connection
 from ._errors import (
     Ack,
@@ -23,6 +24,7 @@ from ._errors import (
     Unroutable,
 )
 from ._headers import Headers
+from ._message_log import LoggedMessage
 from ._publisher import Publisher
 from ._retry import RetryPolicy
 from ._router import EventRouter
@@ -33,17 +35,24 @@ from ._setup import (
     event_stream_consumer,
     event_stream_publisher,
     queue_publisher,
+    request_response_handler,
     service_publisher,
     service_request_consumer,
     service_response_consumer,
+    stream_consumer,
+    stream_publisher,
     transient_event_stream_consumer,
+    transient_stream_consumer,
     with_concurrency_limit,
+    with_message_logger,
     with_prefetch_limit,
     with_queue_options,
     with_retry_policy,
     with_type_mapping,
 )
 from .transports.memory import MemoryBroker
+
+__version__: str = _version.VERSION  # the installed version; by convention not in __all__
 
 __all__ = [
     "Ack",
@@ -57,6 +66,7 @@ __all__ = [
     "EventRouter",
     "HandlerControl",
     "Headers",
+    "LoggedMessage",
     "MemoryBroker",
     "PublishError",
     "PublishOutcomeUnknown",
@@ -74,11 +84,16 @@ __all__ = [
     "event_stream_consumer",
     "event_stream_publisher",
     "queue_publisher",
+    "request_response_handler",
     "service_publisher",
     "service_request_consumer",
     "service_response_consumer",
+    "stream_consumer",
+    "stream_publisher",
     "transient_event_stream_consumer",
+    "transient_stream_consumer",
     "with_concurrency_limit",
+    "with_message_logger",
     "with_prefetch_limit",
     "with_queue_options",
     "with_retry_policy",

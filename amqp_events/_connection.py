@@ -4,47 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
-from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
+
+from pydantic import BaseModel
 
 from . import _naming as naming
+from ._codec import encode
 from ._consumer import QueueDispatcher
-from ._errors import BrokerConnectionError, ConfigurationError, ReconnectFailed
+from ._errors import BrokerConnectionError, ConfigurationError, PublishError, ReconnectFailed
 from ._failures import FailureRouter
-from ._handlers import resolve
+from ._handlers import Handler, resolve
+from ._headers import check_user_headers
 from ._inflight import InFlight
+from ._message_log import MessageLogObserver
 from ._observe import Observer, Observers
 from ._publisher import Publisher
 from ._requests import PendingRequests, Responder
-from ._retry import RetryPolicy
-from ._router import EventRouter, H
+from ._router import EventRouter, H, Registrations
 from ._setup import Setup, SetupBuilder
 from ._topology import ConsumerSpec, Topology
 from ._url import check_urls, redact
+from ._version import VERSION
 from .transports import transport_for
 from .transports._base import Transport
 
-__all__ = ["Connection"]
+__all__ = ["URL_ENVIRONMENT_VARIABLE", "Connection"]
 
 log = logging.getLogger(__name__)
 
-try:
-    _VERSION = version("amqp-events")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    _VERSION = "0"
+URL_ENVIRONMENT_VARIABLE: Final = "AMQP_URL"  # where Connection(service) finds its broker
 
 
-class Connection:
+class Connection(Registrations):
     """One service's connection to the broker.
 
-    ``Connection("order-service", "amqp://guest:guest@localhost/")``; ``memory://`` runs on the
-    in-process broker. ``await conn.start(*setups)`` declares the topology and starts consumers;
-    ``await conn.close()`` stops consuming, lets running handlers finish, and closes. Also an async
-    context manager that closes on exit.
+    ``Connection("order-service", "amqp://guest:guest@localhost/")``; without a URL, the
+    ``AMQP_URL`` environment variable is used, and if neither is set it is an error
+    (``ConfigurationError``): a service that forgot its URL must not look healthy.
+    ``memory://`` (asked for explicitly) runs on the in-process broker.
+    ``await conn.start(*setups)`` declares the topology and starts consumers; ``await
+    conn.close()`` stops consuming, lets running handlers finish, and closes. Also an async
+    context manager that closes on exit. The consumer decorators (``@conn.event_stream_consumer``,
+    ``@conn.stream_consumer``, ...) are ``EventRouter``'s.
 
     A lost connection is restored by itself, with every exchange, queue, binding and consumer;
     several hosts (``amqp://u:p@h1,h2/`` or a list of URLs) are tried in turn. Options:
@@ -64,7 +70,7 @@ class Connection:
     def __init__(
         self,
         service_name: str,
-        url: str | Sequence[str] = "memory://",
+        url: str | Sequence[str] | None = None,
         *,
         publish_timeout: float = 30.0,
         reconnect_timeout: float | None = 300.0,
@@ -87,7 +93,7 @@ class Connection:
         ):
             if not value > 0:
                 raise ConfigurationError(f"{name} must be positive, got {value!r}")
-        self._urls = check_urls(url)
+        self._urls = check_urls(_url_or_environment(service_name, url))
         self._service = service_name
         self._url = ",".join(self._urls)
         self._publish_timeout = publish_timeout
@@ -130,56 +136,11 @@ class Connection:
         """The broker URL(s), password redacted."""
         return ",".join(redact(u) for u in self._urls)
 
-    # -- registration -----------------------------------------------------------------------
+    # -- registration (the decorators are Registrations', written once) ------------------
 
-    def event_stream_consumer(
-        self,
-        routing_key: str,
-        event_type: Any = None,
-        *,
-        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
-        retry: RetryPolicy | None = None,
-    ) -> Callable[[H], H]:
-        """Decorator: consume ``routing_key`` on this service's durable event stream queue."""
+    def _register(self, make: Callable[[Handler], Setup]) -> Callable[[H], H]:
         self._check_not_started("register a consumer")
-        return self._router.event_stream_consumer(
-            routing_key, event_type, exchange=exchange, retry=retry
-        )
-
-    def transient_event_stream_consumer(
-        self,
-        routing_key: str,
-        event_type: Any = None,
-        *,
-        exchange: str = naming.DEFAULT_EVENT_EXCHANGE,
-        retry: RetryPolicy | None = None,
-    ) -> Callable[[H], H]:
-        """Decorator: consume ``routing_key`` on an exclusive, auto-delete queue of its own."""
-        self._check_not_started("register a consumer")
-        return self._router.transient_event_stream_consumer(
-            routing_key, event_type, exchange=exchange, retry=retry
-        )
-
-    def service_request_consumer(
-        self, routing_key: str, event_type: Any = None, *, retry: RetryPolicy | None = None
-    ) -> Callable[[H], H]:
-        """Decorator: answer requests with ``routing_key``; the handler returns the response."""
-        self._check_not_started("register a consumer")
-        return self._router.service_request_consumer(routing_key, event_type, retry=retry)
-
-    def service_response_consumer(
-        self,
-        target_service: str,
-        routing_key: str,
-        event_type: Any = None,
-        *,
-        retry: RetryPolicy | None = None,
-    ) -> Callable[[H], H]:
-        """Decorator: handle responses from ``target_service`` to requests with ``routing_key``."""
-        self._check_not_started("register a consumer")
-        return self._router.service_response_consumer(
-            target_service, routing_key, event_type, retry=retry
-        )
+        return self._router._register(make)
 
     def include(self, router: EventRouter) -> None:
         """Attach the handlers of an ``EventRouter``; they are set up by ``start``."""
@@ -210,9 +171,19 @@ class Connection:
             setup(builder)
         return builder
 
-    def _dispatchers(self, builder: SetupBuilder) -> list[QueueDispatcher]:
+    def _dispatchers(
+        self, builder: SetupBuilder
+    ) -> tuple[list[QueueDispatcher], list[FailureRouter]]:
+        """One dispatcher per consumed queue; raises ConfigurationError before creating any."""
+        resolved = {
+            queue: [
+                resolve(spec, builder.type_mapping, builder.retry_policy)
+                for spec in consumers.handlers
+            ]
+            for queue, consumers in builder.consumers.items()
+        }
         limit = asyncio.Semaphore(builder.concurrency_limit) if builder.concurrency_limit else None
-        dispatchers = []
+        dispatchers, failure_routers = [], []
         for queue, consumers in builder.consumers.items():
             failures = FailureRouter(
                 queue,
@@ -222,15 +193,11 @@ class Connection:
                 in_flight=self._in_flight,
                 redeclare=self._redeclare,
             )
-            self._failure_routers.append(failures)
-            handlers = [
-                resolve(spec, builder.type_mapping, builder.retry_policy)
-                for spec in consumers.handlers
-            ]
+            failure_routers.append(failures)
             dispatchers.append(
                 QueueDispatcher(
                     queue,
-                    handlers,
+                    resolved[queue],
                     self._in_flight,
                     failures,
                     responder=self._responder if queue in builder.request_queues else None,
@@ -239,7 +206,7 @@ class Connection:
                     observers=self._observers,
                 )
             )
-        return dispatchers
+        return dispatchers, failure_routers
 
     async def start(self, *setups: Setup) -> None:
         """Apply ``setups``, check them all, then declare the topology and start consuming.
@@ -247,21 +214,27 @@ class Connection:
         Every configuration error is raised before anything touches the broker.
         """
         self._check_not_started("start")
+        # Up to the transport's creation nothing is kept: a setup error leaves the connection
+        # "new", to be started again with the setup fixed.
         builder = self._build(setups)
         builder.finish()
-        self._consumed_queues = builder.queues_with_retries()
-        self._topology = builder.topology
-        dispatchers = self._dispatchers(builder)
-        self._state = "starting"
+        dispatchers, failure_routers = self._dispatchers(builder)
+        _check_publishers_free(builder)
         transport = transport_for(
             self._urls,
-            connection_name=naming.connection_name(self._service, _VERSION),
+            connection_name=naming.connection_name(self._service, VERSION),
             connect_timeout=self._connect_timeout,
             publish_timeout=self._publish_timeout,
             reconnect_timeout=self._reconnect_timeout,
             ssl_context=self._ssl_context,
             topology_check_interval=self._topology_check_interval,
         )
+        self._state = "starting"
+        self._consumed_queues = builder.queues_with_retries()
+        self._topology = builder.topology
+        self._failure_routers = failure_routers
+        for callback in builder.message_loggers:
+            self._observers.attach(MessageLogObserver(callback))
         try:
             await transport.connect()
             self._transport = transport
@@ -275,7 +248,11 @@ class Connection:
             self._pending = list(builder.pending.values())
             for publisher, destination in builder.publishers:
                 publisher._attach(
-                    transport, destination, self._service, repr(self), self._observers
+                    transport,
+                    destination,
+                    self._service,
+                    f"connection {self._service!r}",
+                    self._observers,
                 )
                 self._publishers.append(publisher)
             for dispatcher in dispatchers:
@@ -288,6 +265,55 @@ class Connection:
             raise
         self._state = "started"
         log.info("%s started: %d queue(s) consumed", self._service, len(dispatchers))
+
+    async def publish_service_response(
+        self,
+        target_service: str,
+        routing_key: str,
+        response: BaseModel,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send ``response`` to ``target_service`` as a response to its request ``routing_key``
+        (goamqp's ``PublishServiceResponse``), without a request handler returning it.
+
+        For a request handler that answers later, or not at all: it takes the caller from the
+        request's headers (``headers.service``). The response goes to this service's
+        ``<service>.headers.exchange.response`` with header ``service`` = ``target_service``,
+        which routes it to the caller's ``service_response_consumer``; the exchange is declared
+        by a ``service_request_consumer`` of this connection, so one must be set up. Waits for
+        the broker's confirm; raises ``Unroutable`` when ``target_service`` has no response queue
+        bound for ``routing_key``. It carries no correlation id: a caller awaiting
+        ``publisher.request(...)`` gets only what the request handler returns.
+        """
+        exchange = naming.response_exchange(self._service)
+        transport = self._transport
+        if transport is None or self._state != "started":
+            raise PublishError(
+                f"cannot publish a response to {target_service!r}: connection "
+                f"{self._service!r} is {self._state}, not started"
+            )
+        if not any(e.name == exchange for e in self._topology.exchanges):
+            raise ConfigurationError(
+                f"publish_service_response: {self._service!r} declares no response exchange "
+                f"{exchange!r}; set up a service_request_consumer on this connection"
+            )
+        if not isinstance(target_service, str) or not target_service:
+            raise ConfigurationError(
+                f"publish_service_response: target service must be a non-empty str, got "
+                f"{target_service!r}"
+            )
+        if headers:
+            check_user_headers(headers)
+        await transport.publish(
+            exchange,
+            routing_key,
+            encode(response),
+            {**(headers or {}), naming.SERVICE_HEADER: target_service},
+            mandatory=True,
+        )
+        observer = self._observers.current
+        if observer is not None:
+            observer.published(self._service, exchange, routing_key, response)
 
     async def _redeclare(self) -> None:
         """Declare the whole topology again: an operator may have deleted one of our queues."""
@@ -406,3 +432,27 @@ class Connection:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _check_publishers_free(builder: SetupBuilder) -> None:
+    """A publisher already attached to another connection is a setup error, found early."""
+    for publisher, _ in builder.publishers:
+        target = publisher._target
+        if target is not None:
+            raise ConfigurationError(
+                f"publisher with routes {publisher._describe_routes()} is already attached to "
+                f"{target.description}; create one Publisher per setup"
+            )
+
+
+def _url_or_environment(service: str, url: str | Sequence[str] | None) -> str | Sequence[str]:
+    if url is not None:
+        return url
+    from_environment = os.environ.get(URL_ENVIRONMENT_VARIABLE, "").strip()
+    if not from_environment:
+        raise ConfigurationError(
+            f"Connection({service!r}) has no broker URL: pass url= (e.g. "
+            f"'amqp://user:password@host/') or set the {URL_ENVIRONMENT_VARIABLE} environment "
+            "variable; for the in-memory broker, pass 'memory://' explicitly"
+        )
+    return from_environment

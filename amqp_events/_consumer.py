@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ._codec import Decoder
 from ._errors import (
     Ack,
     AmqpEventsError,
@@ -72,8 +73,8 @@ class QueueDispatcher:
     """Routes the deliveries of one queue to its handlers and settles each one exactly once.
 
     Returning acks. A failure is retried through a delay queue until the handler's retry policy
-    runs out, then dead-lettered; a message that cannot be decoded or has no handler is
-    dead-lettered at once.
+    runs out, then dead-lettered; a message that has no handler, no event type for its key or
+    cannot be decoded is dead-lettered at once.
     """
 
     __slots__ = (
@@ -112,6 +113,7 @@ class QueueDispatcher:
         self._pending = pending  # on a response queue: awaited requests come first
         self._limit = limit  # handlers running at once, across the connection
         self._observers = observers or Observers()
+        self._observers.add_decoders(queue, self._decoder_for_key)
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
         try:
@@ -122,6 +124,10 @@ class QueueDispatcher:
         if len(self._by_key) < _KEY_CACHE_LIMIT:
             self._by_key[routing_key] = found
         return found
+
+    def _decoder_for_key(self, routing_key: str) -> Decoder | None:
+        handler = self.handler_for(routing_key)
+        return handler.decoder_for_key(routing_key) if handler is not None else None
 
     async def on_delivery(self, delivery: Delivery) -> None:
         # An awaited response never waits for a handler slot: the handler awaiting it may hold
@@ -177,9 +183,19 @@ class QueueDispatcher:
             )
             return
         decode = handler.decoder_for_key(key)
+        if decode is None:
+            await failures.dead_letter(
+                delivery,
+                key,
+                failures.attempt_of(delivery),
+                DeadReason.NO_TYPE,
+                f"no event type for routing key {key!r}: handler {handler.name} for "
+                f"{handler.routing_key!r} takes {handler.describe_types()}, and none of them is "
+                "mapped to that key on this connection (with_type_mapping or a publisher's "
+                "routes), so the handler was not run",
+            )
+            return
         try:
-            if decode is None:
-                raise DecodeError(f"no event type mapped for routing key {key!r}")
             event = decode(delivery.body)
         except DecodeError as exc:
             await failures.dead_letter(

@@ -213,7 +213,16 @@ class FailureRouter:
         if await self._move(delivery, self._dlq, headers):
             observer = self._observers.current
             if observer is not None:
-                observer.dead_lettered(self.service, self.queue, key, reason, text, delivery.body)
+                observer.dead_lettered(
+                    self.service,
+                    self.queue,
+                    key,
+                    reason,
+                    text,
+                    delivery.body,
+                    exception_type=type(cause) if isinstance(cause, BaseException) else None,
+                    decode=self._observers.decoder(self.queue, key),
+                )
 
     def _carried(self, delivery: Delivery, key: str) -> dict[str, Any]:
         origin = None

@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 from ._codec import Decoder, decoder_for, is_event_type
 from ._errors import ConfigurationError
 from ._retry import RetryPolicy
-from ._routing import TypeMapping, declared_key, is_pattern, topic_matches
+from ._routing import TypeMapping, is_pattern, topic_matches
 
 __all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
 
@@ -44,6 +44,14 @@ class ResolvedHandler:
     decoder: Decoder | None
     decoder_by_key: dict[str, Decoder] | None
     retry: RetryPolicy
+    event_types: tuple[Any, ...] = ()  # what the handler takes, for messages about it
+
+    @property
+    def name(self) -> str:
+        return handler_name(self.handler)
+
+    def describe_types(self) -> str:
+        return " | ".join(getattr(t, "__name__", repr(t)) for t in self.event_types)
 
     def decoder_for_key(self, routing_key: str) -> Decoder | None:
         if self.decoder is not None:
@@ -102,9 +110,9 @@ def _union_members(annotation: Any) -> tuple[Any, ...] | None:
 def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy) -> ResolvedHandler:
     """Find the handler's event type(s), from the explicit type or the annotation.
 
-    A union annotation (``OrderCreated | OrderUpdated``) is resolved per routing key through the
-    connection's type mapping (``with_type_mapping`` or its publishers' routes), else through the
-    ``Route`` declared for each member anywhere in the process, when there is exactly one.
+    A union annotation (``OrderCreated | OrderUpdated``) is resolved per routing key through
+    ``mapping``: the routes its own connection knows (``with_type_mapping`` and the routes of
+    the publishers set up on it), never a ``Route`` made elsewhere in the process.
     """
     wants_headers = check_handler(spec)
     name = handler_name(spec.handler)
@@ -124,6 +132,7 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy)
             decoder_for(event_type),
             None,
             retry,
+            (event_type,),
         )
     members = _union_members(event_type)
     if members and all(is_event_type(m) and m is not dict for m in members):
@@ -147,21 +156,35 @@ def _resolve_union(
     retry: RetryPolicy,
 ) -> ResolvedHandler:
     name = handler_name(spec.handler)
+    key = spec.routing_key
+    wanted = " | ".join(m.__name__ for m in members)
+    unmapped = [m.__name__ for m in members if mapping.key_for(m) is None]
+    fix = (
+        "add with_type_mapping(Route(<type>, '<routing key>'), ...) to this connection's "
+        "setup (or set up a publisher with those routes on it), or pass the type as the third "
+        "argument; a Route made elsewhere in the process does not count"
+    )
+    if is_pattern(key) and unmapped:
+        raise ConfigurationError(
+            f"handler {name} for {key!r} is annotated {wanted}, but {', '.join(unmapped)} "
+            f"{'has' if len(unmapped) == 1 else 'have'} no route on this connection, so the "
+            f"handler could not decode such events: {fix}"
+        )
     by_key: dict[str, Decoder] = {}
     for member in members:
-        key = mapping.key_for(member) or declared_key(member)
-        if key is not None and topic_matches(spec.routing_key, key):
-            by_key[key] = decoder_for(member)
-    if not is_pattern(spec.routing_key) and spec.routing_key not in by_key:
-        wanted = " | ".join(m.__name__ for m in members)
+        member_key = mapping.key_for(member)
+        if member_key is not None and topic_matches(key, member_key):
+            by_key[member_key] = decoder_for(member)
+    if not is_pattern(key) and key not in by_key:
         raise ConfigurationError(
-            f"handler {name} for {spec.routing_key!r} is annotated {wanted}, but no type of the "
-            f"union is mapped to {spec.routing_key!r}: add with_type_mapping(Route(<type>, "
-            f"{spec.routing_key!r})) or pass the type as the third argument"
+            f"handler {name} for {key!r} is annotated {wanted}, but no type of the union is "
+            f"mapped to {key!r} on this connection: add with_type_mapping(Route(<type>, "
+            f"{key!r})) to its setup, or pass the type as the third argument; a Route made "
+            "elsewhere in the process does not count"
         )
     if not by_key:
         raise ConfigurationError(
-            f"handler {name} for {spec.routing_key!r}: no type of its union annotation has a "
-            "route matching that key; add with_type_mapping(...) routes for them"
+            f"handler {name} for {key!r} is annotated {wanted}, but none of their routes on "
+            f"this connection matches {key!r}: bind a pattern their keys match, or {fix}"
         )
-    return ResolvedHandler(spec.routing_key, spec.handler, wants_headers, None, by_key, retry)
+    return ResolvedHandler(key, spec.handler, wants_headers, None, by_key, retry, members)

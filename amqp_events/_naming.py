@@ -11,7 +11,8 @@ import socket
 import uuid
 from typing import Any, Final
 
-DEFAULT_EVENT_EXCHANGE: Final = "events.topic.exchange"
+# goamqp's default stream: EventStreamPublisher is StreamPublisher("events", ...).
+DEFAULT_STREAM: Final = "events"
 
 # x-expires on every service queue: 5 days in ms, exactly as goamqp declares it.
 QUEUE_EXPIRES_MS: Final = 432_000_000
@@ -28,14 +29,30 @@ DIRECT: Final = "direct"
 HEADERS: Final = "headers"
 
 
-def event_stream_queue(service: str, exchange: str = DEFAULT_EVENT_EXCHANGE) -> str:
-    """The durable queue of ``service`` on an event stream exchange."""
-    return f"{exchange}.queue.{service}"
+def stream_exchange(stream: str) -> str:
+    """The topic exchange of the stream ``stream``: ``<stream>.topic.exchange``."""
+    return f"{stream}.{TOPIC}.exchange"
 
 
-def transient_event_stream_queue(service: str, exchange: str = DEFAULT_EVENT_EXCHANGE) -> str:
-    """A fresh name for a transient (exclusive, auto-delete) queue of ``service``."""
-    return f"{exchange}.queue.{service}-{uuid.uuid4()}"
+DEFAULT_EVENT_EXCHANGE: Final = stream_exchange(DEFAULT_STREAM)  # "events.topic.exchange"
+
+
+def stream_queue(stream: str, service: str, suffix: str | None = None) -> str:
+    """The durable queue of ``service`` on ``stream``: ``<stream>.topic.exchange.queue.<service>``.
+
+    With goamqp's ``AddQueueNameSuffix(suffix)``: ``...queue.<service>-<suffix>``.
+    """
+    return _suffixed(f"{stream_exchange(stream)}.queue.{service}", suffix)
+
+
+def transient_stream_queue(stream: str, service: str, suffix: str | None = None) -> str:
+    """A fresh name for a transient (exclusive, auto-delete) queue of ``service`` on ``stream``:
+    ``<stream>.topic.exchange.queue.<service>-<uuid4>`` (then ``-<suffix>``, as goamqp)."""
+    return _suffixed(f"{stream_exchange(stream)}.queue.{service}-{uuid.uuid4()}", suffix)
+
+
+def _suffixed(queue: str, suffix: str | None) -> str:
+    return queue if suffix is None else f"{queue}-{suffix}"
 
 
 def request_exchange(service: str) -> str:

@@ -6,7 +6,10 @@ message and call the observer only when one is attached.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from ._codec import Decoder
 
 __all__ = ["Observer", "Observers"]
 
@@ -15,19 +18,33 @@ class Observer(Protocol):
     def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None: ...
 
     def dead_lettered(
-        self, service: str, queue: str, routing_key: str, reason: str, cause: str, body: bytes
-    ) -> None: ...
+        self,
+        service: str,
+        queue: str,
+        routing_key: str,
+        reason: str,
+        cause: str,
+        body: bytes,
+        *,
+        exception_type: type[BaseException] | None,
+        decode: Decoder | None,
+    ) -> None:
+        """A message went to a DLQ. ``cause`` says why; ``exception_type`` is the type of the
+        exception that did it, if one did; ``decode`` is the decoder of the handler the
+        message's key reached, if any (the body may not decode with it)."""
 
     def published(self, service: str, exchange: str, routing_key: str, event: Any) -> None: ...
 
 
 class Observers:
-    """The observers attached to one connection (usually none)."""
+    """The observers attached to one connection (usually none), and what they may ask of its
+    dispatchers."""
 
-    __slots__ = ("_attached", "current")
+    __slots__ = ("_attached", "_decoders", "current")
 
     def __init__(self) -> None:
         self._attached: list[Observer] = []
+        self._decoders: dict[str, Callable[[str], Decoder | None]] = {}
         self.current: Observer | None = None  # what the hot paths look at
 
     def attach(self, observer: Observer) -> None:
@@ -37,6 +54,15 @@ class Observers:
     def detach(self, observer: Observer) -> None:
         self._attached.remove(observer)
         self._refresh()
+
+    def add_decoders(self, queue: str, decoder_for_key: Callable[[str], Decoder | None]) -> None:
+        """How the dispatcher of ``queue`` decodes each routing key (for dead letters)."""
+        self._decoders[queue] = decoder_for_key
+
+    def decoder(self, queue: str, routing_key: str) -> Decoder | None:
+        """The decoder of the handler ``routing_key`` reaches on ``queue``, if any."""
+        decoder_for_key = self._decoders.get(queue)
+        return decoder_for_key(routing_key) if decoder_for_key is not None else None
 
     def _refresh(self) -> None:
         if not self._attached:
@@ -58,10 +84,28 @@ class _Fanout:
             o.handled(service, queue, routing_key, event)
 
     def dead_lettered(
-        self, service: str, queue: str, routing_key: str, reason: str, cause: str, body: bytes
+        self,
+        service: str,
+        queue: str,
+        routing_key: str,
+        reason: str,
+        cause: str,
+        body: bytes,
+        *,
+        exception_type: type[BaseException] | None,
+        decode: Decoder | None,
     ) -> None:
         for o in self._observers:
-            o.dead_lettered(service, queue, routing_key, reason, cause, body)
+            o.dead_lettered(
+                service,
+                queue,
+                routing_key,
+                reason,
+                cause,
+                body,
+                exception_type=exception_type,
+                decode=decode,
+            )
 
     def published(self, service: str, exchange: str, routing_key: str, event: Any) -> None:
         for o in self._observers:

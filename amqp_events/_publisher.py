@@ -78,7 +78,7 @@ class Publisher:
     broker confirmed the message (publisher confirms), or raises ``PublishError``.
     """
 
-    __slots__ = ("_key_by_type", "_mapping", "_target")
+    __slots__ = ("_closed_connection", "_key_by_type", "_mapping", "_target")
 
     def __init__(self, *routes: Route) -> None:
         for route in routes:
@@ -90,6 +90,8 @@ class Publisher:
         # The hot path does one dict lookup by exact type.
         self._key_by_type: dict[type[Any], str] = {r.event_type: r.routing_key for r in routes}
         self._target: _Target | None = None
+        # The service whose connection closed while this publisher was attached to it.
+        self._closed_connection: str | None = None
 
     @property
     def routes(self) -> list[Route]:
@@ -117,15 +119,22 @@ class Publisher:
         if destination.cc:
             base[CC_HEADER] = list(destination.cc)
         self._target = _Target(transport, destination, service, base, description, observers)
+        self._closed_connection = None
 
     def _require_target(self) -> _Target:
-        if self._target is None:
+        if self._target is not None:
+            return self._target
+        if self._closed_connection is not None:
             raise PublishError(
-                f"publisher with routes {self._describe_routes()} is not attached to a started "
-                "connection: pass event_stream_publisher(publisher) (or service_publisher, "
-                "queue_publisher) to Connection.start()"
+                f"publisher with routes {self._describe_routes()} cannot publish: its "
+                f"connection {self._closed_connection!r} was closed; publish before close(), "
+                "or set the publisher up on a connection that is started"
             )
-        return self._target
+        raise PublishError(
+            f"publisher with routes {self._describe_routes()} is not attached to a started "
+            "connection: pass event_stream_publisher(publisher) (or service_publisher, "
+            "queue_publisher) to Connection.start()"
+        )
 
     def _headers(self, target: _Target, headers: Mapping[str, Any] | None) -> Mapping[str, Any]:
         if not headers:
@@ -137,6 +146,9 @@ class Publisher:
         return sent
 
     def _detach(self) -> None:
+        """Its connection closed: a publish now says so."""
+        if self._target is not None:
+            self._closed_connection = self._target.service
         self._target = None
 
     def _describe_routes(self) -> str:
@@ -147,6 +159,12 @@ class Publisher:
         key = self._key_by_type.get(type(event))
         if key is not None:
             return key
+        if not isinstance(event, BaseModel):
+            raise ConfigurationError(
+                f"cannot publish a {type(event).__name__}: an event is an instance of a pydantic "
+                "model with a Route in the Publisher (dict is only for handlers that read the "
+                f"raw JSON); it has {self._describe_routes() or 'none'}"
+            )
         for base in type(event).__mro__[1:]:
             key = self._key_by_type.get(base)
             if key is not None:

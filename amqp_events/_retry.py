@@ -81,6 +81,7 @@ class DeadReason:
     HANDLER_FAILED = "handler-failed"
     UNDECODABLE = "undecodable"
     NO_HANDLER = "no-handler"
+    NO_TYPE = "no-type"  # a handler matched the key, but none of its event types is mapped to it
     REJECTED = "rejected"
     REDELIVERED = "redelivered"  # came back unsettled too often: its handler may kill its process
     UNANSWERABLE = "unanswerable"  # a request without a ``service`` header naming the caller

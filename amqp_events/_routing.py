@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 
@@ -19,7 +18,9 @@ class Route:
     """Maps an event type (a pydantic model) to the routing key it is published with.
 
     ``Route(OrderCreated, "Order.Created")``: the routing key carries the event's identity on the
-    wire, exactly as goamqp's ``Route{Type: OrderCreated{}, Key: "Order.Created"}``.
+    wire, exactly as goamqp's ``Route{Type: OrderCreated{}, Key: "Order.Created"}``. A route
+    counts only where it is used: in its ``Publisher``, or in ``with_type_mapping`` on a
+    connection; creating one has no effect elsewhere.
     """
 
     event_type: type[BaseModel]
@@ -29,7 +30,8 @@ class Route:
         if not (isinstance(self.event_type, type) and issubclass(self.event_type, BaseModel)):
             raise ConfigurationError(
                 f"Route({self.event_type!r}, {self.routing_key!r}): the event type must be a "
-                "pydantic model class (a subclass of pydantic.BaseModel)"
+                "pydantic model class (a subclass of pydantic.BaseModel); dict is only for "
+                "handlers that read the raw JSON, a routed event needs a model"
             )
         validate_routing_key(self.routing_key, what=f"Route for {self.event_type.__name__}")
         if "*" in self.routing_key.split(".") or "#" in self.routing_key.split("."):
@@ -37,18 +39,6 @@ class Route:
                 f"Route for {self.event_type.__name__}: routing key {self.routing_key!r} is a "
                 "pattern; a published event needs a concrete key (no '*' or '#' words)"
             )
-        _declared_keys.setdefault(self.event_type, set()).add(self.routing_key)
-
-
-# Every key each type was routed to in this process, for handlers annotated with a union on a
-# connection that has no mapping of its own. Weak, so classes made in tests can go away.
-_declared_keys: WeakKeyDictionary[type[BaseModel], set[str]] = WeakKeyDictionary()
-
-
-def declared_key(event_type: type[BaseModel]) -> str | None:
-    """The one routing key ``event_type`` was routed to anywhere in this process, if just one."""
-    keys = _declared_keys.get(event_type)
-    return next(iter(keys)) if keys is not None and len(keys) == 1 else None
 
 
 def validate_routing_key(key: str, *, what: str) -> None:

@@ -67,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_CONTAINER_IMAGE = "rabbitmq:3.13-management"
+DEFAULT_CONTAINER_IMAGE = "rabbitmq:4.1-management"  # the same as docker-compose.yml
 ENV_AMQP_URL = "AMQP_URL"
 ENV_MANAGEMENT_URL = "AMQP_MANAGEMENT_URL"
 ENV_CONTAINER_IMAGE = "AMQP_EVENTS_RABBITMQ_IMAGE"

@@ -7,6 +7,7 @@ and every handler has returned; then look at what was handled, dead-lettered and
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .._codec import Decoder
 from .._connection import Connection
+from .._errors import DecodeError
 from .._publisher import Publisher
 
 __all__ = [
@@ -43,14 +46,23 @@ class Handled:
 
 @dataclass(frozen=True, slots=True)
 class DeadLettered:
-    """A message moved to a dead-letter queue, and why."""
+    """A message moved to a dead-letter queue, and why.
+
+    ``reason`` is its ``amqp-events-dead-reason`` (``handler-failed``, ``undecodable``, ...);
+    ``exception_type`` the type of the exception that sent it there (None when no exception
+    did, e.g. ``no-handler``) and ``cause`` its message or the reason in words. ``event`` is
+    the body decoded as the handler for its key would (a model, or a dict); a body that does
+    not decode that way is the decoded JSON, else the bytes. ``body`` is always the raw bytes.
+    """
 
     service: str
     queue: str
     routing_key: str
     reason: str
+    exception_type: type[BaseException] | None
     cause: str
-    body: bytes
+    event: Any
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +98,37 @@ class _Recorder:
         self.outcome.handled.append(Handled(service, queue, routing_key, event))
 
     def dead_lettered(
-        self, service: str, queue: str, routing_key: str, reason: str, cause: str, body: bytes
+        self,
+        service: str,
+        queue: str,
+        routing_key: str,
+        reason: str,
+        cause: str,
+        body: bytes,
+        *,
+        exception_type: type[BaseException] | None,
+        decode: Decoder | None,
     ) -> None:
+        event = _decoded(body, decode)
         self.outcome.dead_lettered.append(
-            DeadLettered(service, queue, routing_key, reason, cause, body)
+            DeadLettered(service, queue, routing_key, reason, exception_type, cause, event, body)
         )
 
     def published(self, service: str, exchange: str, routing_key: str, event: Any) -> None:
         self.outcome.published.append(Published(service, exchange, routing_key, event))
+
+
+def _decoded(body: bytes, decode: Decoder | None) -> Any:
+    """The body as its handler would see it, else its JSON, else the bytes."""
+    if decode is not None:
+        try:
+            return decode(body)
+        except DecodeError:
+            pass
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
 
 
 async def wait_until_idle(connections: Sequence[Connection], timeout: float) -> None:

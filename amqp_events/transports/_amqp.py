@@ -14,7 +14,7 @@ import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -163,7 +163,7 @@ class AmqpOpener:
             try:
                 return await self._open(url, hooks)
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                failures.append(f"{redact(url)}: {type(exc).__name__}: {exc}")
+                failures.append(f"{redact(url)}: {_why_not_open(url, exc)}")
         raise BrokerConnectionError("cannot connect: " + "; ".join(failures))
 
     async def _open(self, url: str, hooks: SessionHooks) -> AmqpSession:
@@ -185,6 +185,24 @@ class AmqpOpener:
             await connection.close()
             raise
         return session
+
+
+def _why_not_open(url: str, exc: BaseException) -> str:
+    """Why connecting to ``url`` failed, in words; aiormq's own text where it is clear."""
+    text = str(exc)
+    # RabbitMQ answers Connection.Open with Connection.Close (530 NOT_ALLOWED) for a vhost that
+    # does not exist or that the user may not access; aiormq reports only the unexpected frame.
+    if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "OpenOk" in text:
+        parts = urlsplit(url)
+        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        user = unquote(parts.username or "guest")
+        return (
+            f"virtual host {vhost!r} does not exist (or user {user!r} has no permissions on "
+            f"it): create it with 'rabbitmqctl add_vhost {vhost}' (or in the management UI) "
+            f"and grant the user access with 'rabbitmqctl set_permissions -p "
+            f'{vhost} {user} ".*" ".*" ".*"\''
+        )
+    return f"{type(exc).__name__}: {text}"
 
 
 class AmqpSession:

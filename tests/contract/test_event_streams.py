@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from amqp_events import (
+    ConfigurationError,
     Connection,
     EventRouter,
     Headers,
@@ -21,6 +23,7 @@ from amqp_events import (
     with_retry_policy,
     with_type_mapping,
 )
+from amqp_events.testing import capture
 from tests.helpers import Collector, queue_depth, raw_publish
 
 
@@ -73,22 +76,67 @@ async def test_two_services_two_types(broker_url: str) -> None:
         assert len(stat_got.items) == 1  # stat is not bound to Order.Updated
 
 
-async def test_union_on_a_consumer_only_connection_uses_declared_routes(broker_url: str) -> None:
-    """No type mapping on the consumer: routes declared in the process resolve the union."""
+async def test_union_resolves_only_through_its_own_connection(broker_url: str) -> None:
+    """Routes made elsewhere in the process (the orders service's publisher here) do not count:
+    a consumer-only connection maps its union with with_type_mapping."""
     got: Collector[BaseModel] = Collector()
-    stat = Connection("stat", broker_url)
 
-    @stat.event_stream_consumer("Order.#")
     async def on_order(event: OrderCreated | OrderUpdated) -> None:
         got.add(event)
 
-    publisher = order_publisher()
-    async with stat, Connection("orders", broker_url) as orders:
-        await stat.start()
+    publisher = order_publisher()  # its routes exist in this process, on another connection
+    async with Connection("stat", broker_url) as stat:
+        with pytest.raises(ConfigurationError) as refused:
+            await stat.start(event_stream_consumer("Order.#", on_order))
+    message = str(refused.value)
+    assert "OrderCreated, OrderUpdated have no route on this connection" in message
+    assert "with_type_mapping(Route(" in message
+    assert "a Route made elsewhere in the process does not count" in message
+
+    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+        await stat.start(
+            with_type_mapping(*publisher.routes), event_stream_consumer("Order.#", on_order)
+        )
         await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderUpdated(id="1", amount=2))
         await publisher.publish(OrderCreated(id="2", amount=3))
         assert await got.wait(2) == [OrderUpdated(id="1", amount=2), OrderCreated(id="2", amount=3)]
+
+
+async def test_union_on_an_exact_key_needs_a_mapping_for_that_key(broker_url: str) -> None:
+    async def on_order(event: OrderCreated | OrderUpdated) -> None:
+        pass
+
+    order_publisher()
+    Route(OrderCreated, "Order.Created")  # elsewhere in the process: no effect
+    async with Connection("stat", broker_url) as stat:
+        with pytest.raises(ConfigurationError, match=r"no type of the union is mapped to "):
+            await stat.start(event_stream_consumer("Order.Created", on_order))
+
+
+async def test_key_with_no_type_of_the_union_is_dead_lettered_as_no_type(broker_url: str) -> None:
+    got: Collector[BaseModel] = Collector()
+    async with Connection("stat", broker_url) as stat:
+
+        @stat.event_stream_consumer("Order.#")
+        async def on_order(event: OrderCreated | OrderUpdated) -> None:
+            got.add(event)
+
+        await stat.start(with_type_mapping(*order_publisher().routes))
+        async with capture(stat) as outcome:
+            body = b'{"id": "3", "amount": 1}'
+            await raw_publish(broker_url, "events.topic.exchange", "Order.Deleted", body, {})
+            await raw_publish(broker_url, "events.topic.exchange", "Order.Created", body, {})
+    assert got.items == [OrderCreated(id="3", amount=1)]
+    [dead] = outcome.dead_lettered
+    assert (dead.routing_key, dead.reason, dead.exception_type) == (
+        "Order.Deleted",
+        "no-type",
+        None,
+    )
+    assert "'Order.Deleted'" in dead.cause
+    assert "OrderCreated | OrderUpdated" in dead.cause
+    assert dead.event == {"id": "3", "amount": 1}  # no type to decode with: the JSON
 
 
 async def test_shipping_like_goamqp_one_handler_two_keys(broker_url: str) -> None:

@@ -16,11 +16,11 @@ from amqp_events import (
     RemoteError,
     RequestTimeout,
     Route,
-    event_stream_consumer,
     queue_publisher,
     service_publisher,
     service_request_consumer,
     service_response_consumer,
+    stream_consumer,
 )
 from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
 
@@ -203,9 +203,10 @@ async def test_queue_publisher_with_cc_reaches_every_queue(broker_url: str) -> N
                 collector.add(event)
 
             # each service's queue is bound to something else: only CC brings the message
-            await conn.start(event_stream_consumer("Quote.Sent", on_quote, exchange="unused"))
-        await sender.start(queue_publisher(publisher, "unused.queue.a", cc=("unused.queue.b",)))
-        await publisher.publish(Quote(item="x", count=1), headers={"CC": ["unused.queue.c"]})
+            await conn.start(stream_consumer("unused", "Quote.Sent", on_quote))
+        queue = "unused.topic.exchange.queue."
+        await sender.start(queue_publisher(publisher, queue + "a", cc=(queue + "b",)))
+        await publisher.publish(Quote(item="x", count=1), headers={"CC": [queue + "c"]})
         for collector in got.values():
             assert await collector.wait(1) == [Quote(item="x", count=1)]
         for conn in connections:

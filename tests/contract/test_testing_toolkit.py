@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from amqp_events import (
     Connection,
+    DecodeError,
     Publisher,
     RetryPolicy,
     Route,
@@ -79,7 +80,37 @@ async def test_capture_records_dead_letters(broker_url: str) -> None:
             await raw_publish(broker_url, "events.topic.exchange", "Ping", b"[]", {})
     [dead] = outcome.dead_lettered
     assert (dead.service, dead.reason, dead.body) == ("strict", "undecodable", b"[]")
+    assert dead.exception_type is DecodeError
     assert "does not decode into Ping" in dead.cause
+    assert dead.event == []  # not a Ping, but JSON
+
+
+async def test_dead_letter_shows_the_exception_type_and_the_decoded_event(
+    broker_url: str,
+) -> None:
+    async with Connection("fragile", broker_url) as fragile:
+
+        @fragile.event_stream_consumer("Ping")
+        async def on_ping(ping: Ping) -> None:
+            raise KeyError(f"no such ping {ping.n}")
+
+        await fragile.start(with_retry_policy(RetryPolicy(attempts=1)))
+        async with capture(fragile) as outcome:
+            await raw_publish(broker_url, "events.topic.exchange", "Ping", b'{"n": 4}', {})
+            await raw_publish(broker_url, "", "events.topic.exchange.queue.fragile", b"\xff", {})
+    failed, unhandled = sorted(outcome.dead_lettered, key=lambda d: d.reason)
+    assert (failed.reason, failed.exception_type, failed.event) == (
+        "handler-failed",
+        KeyError,
+        Ping(n=4),
+    )
+    assert failed.body == b'{"n": 4}'
+    assert "no such ping 4" in failed.cause
+    assert "Ping(n=4)" in repr(failed)
+    assert "KeyError" in repr(failed)
+    # no handler for its key, and not JSON: the bytes
+    assert (unhandled.reason, unhandled.exception_type) == ("no-handler", None)
+    assert unhandled.event == unhandled.body == b"\xff"
 
 
 async def test_a_handler_that_never_returns_is_named_in_the_timeout(broker_url: str) -> None:

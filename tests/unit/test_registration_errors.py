@@ -24,10 +24,15 @@ from amqp_events import (
     event_stream_consumer,
     event_stream_publisher,
     service_request_consumer,
+    stream_consumer,
+    stream_publisher,
     transient_event_stream_consumer,
+    transient_stream_consumer,
+    with_message_logger,
     with_prefetch_limit,
     with_queue_options,
     with_retry_policy,
+    with_type_mapping,
 )
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
@@ -174,15 +179,45 @@ async def test_union_annotation_without_mapping() -> None:
         await Connection("svc", NOWHERE).start(event_stream_consumer("Order.Created", either))
 
 
-async def test_union_key_declared_twice_in_process_is_ambiguous() -> None:
+async def test_union_routes_made_elsewhere_in_the_process_do_not_count() -> None:
     Route(NeverRoutedA, "A.One")
-    Route(NeverRoutedA, "A.Two")
 
     async def either(event: NeverRoutedA | NeverRoutedB) -> None:
         pass
 
-    with pytest.raises(ConfigurationError, match="no type of its union annotation has a route"):
+    with pytest.raises(
+        ConfigurationError, match="NeverRoutedA, NeverRoutedB have no route on this connection"
+    ):
         await Connection("svc", NOWHERE).start(event_stream_consumer("A.#", either))
+
+
+async def test_union_whose_routes_miss_the_pattern() -> None:
+    async def either(event: NeverRoutedA | NeverRoutedB) -> None:
+        pass
+
+    routes = with_type_mapping(Route(NeverRoutedA, "A.One"), Route(NeverRoutedB, "B.One"))
+    with pytest.raises(ConfigurationError, match="none of their routes on this connection"):
+        await Connection("svc", NOWHERE).start(routes, event_stream_consumer("C.#", either))
+
+
+async def test_publish_after_close_says_the_connection_was_closed() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    async with Connection("orders", "memory://closed-publisher") as conn:
+        await conn.start(event_stream_publisher(publisher))
+    with pytest.raises(PublishError, match="its connection 'orders' was closed"):
+        await publisher.publish(OrderCreated(id="1"))
+
+
+async def test_publish_of_a_dict_does_not_suggest_a_route_for_dict() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    async with Connection("svc", "memory://dict-publish") as conn:
+        await conn.start(event_stream_publisher(publisher))
+        with pytest.raises(ConfigurationError) as refused:
+            await publisher.publish({"id": "1"})  # type: ignore[arg-type]
+    assert "cannot publish a dict: an event is an instance of a pydantic model" in str(
+        refused.value
+    )
+    assert "Route(dict" not in str(refused.value)
 
 
 @pytest.mark.parametrize("limit", [0, -1, 70000, True, "20"])
@@ -270,3 +305,106 @@ def test_drop_head_overflow_is_refused() -> None:
         "'reject-publish'.*publishers see PublishError",
     ):
         with_queue_options(max_length=5, overflow="drop-head")
+
+
+# -- goamqp parity and the connection's lifecycle (issue 15) -----------------------------------
+
+
+def test_connection_without_url_needs_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    with pytest.raises(ConfigurationError, match=r"no broker URL: pass url=.*AMQP_URL.*memory://"):
+        Connection("svc")
+
+
+def test_connection_without_url_takes_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://guest:secret@rabbit:5672/")
+    conn = Connection("svc")
+    assert conn.url == "amqp://guest:***@rabbit:5672/"
+    assert Connection("svc", "memory://explicit").url == "memory://explicit"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            lambda: stream_publisher("events.topic.exchange", Publisher()),
+            r"'events.topic.exchange' is an exchange name; pass the stream's name 'events'",
+        ),
+        (lambda: stream_consumer("", "A", on_created), "the stream must be a non-empty name"),
+        (
+            lambda: stream_consumer("orders.topic.exchange", "A", on_created),
+            "pass the stream's name 'orders'",
+        ),
+        (
+            lambda: event_stream_consumer("A", on_created, queue_suffix=""),
+            "queue_suffix must be a non-empty str",
+        ),
+        (
+            lambda: transient_stream_consumer("orders", "A", on_created, queue_suffix=""),
+            "transient_stream_consumer: queue_suffix must be a non-empty str",
+        ),
+        (lambda: with_message_logger(42), "with_message_logger needs a callable"),  # type: ignore[arg-type]
+    ],
+)
+def test_stream_setups_refuse_traps(setup: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        setup()
+
+
+def test_the_exchange_parameter_is_gone() -> None:
+    """A full exchange name was a trap (goamqp takes a stream name): use the stream setups."""
+    with pytest.raises(TypeError):
+        event_stream_consumer("A", on_created, exchange="x.topic.exchange")  # type: ignore[call-arg]
+
+
+async def test_a_setup_error_at_start_leaves_the_connection_new() -> None:
+    async def either(event: NeverRoutedA | NeverRoutedB) -> None:
+        pass
+
+    async with Connection("svc", "memory://start-again") as conn:
+        with pytest.raises(ConfigurationError, match="no type of the union"):
+            await conn.start(event_stream_consumer("A.One", either))
+        assert conn.state == "new"
+        await conn.start(
+            event_stream_consumer("A.One", either), with_type_mapping(Route(NeverRoutedA, "A.One"))
+        )
+        assert conn.state == "started"
+
+
+async def test_a_broker_error_at_start_still_closes() -> None:
+    conn = Connection("svc", NOWHERE, connect_timeout=1, reconnect_timeout=1)
+    with pytest.raises(BrokerConnectionError):
+        await conn.start(event_stream_consumer("Order.Created", on_created))
+    assert conn.state == "closed"
+
+
+async def test_a_publisher_of_a_started_connection_is_described_without_a_state() -> None:
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+    async with Connection("orders", "memory://described") as first:
+        await first.start(event_stream_publisher(publisher))
+        second = Connection("other", "memory://described")
+        with pytest.raises(ConfigurationError) as refused:
+            await second.start(event_stream_publisher(publisher))
+        assert "already attached to connection 'orders';" in str(refused.value)
+        assert "starting" not in str(refused.value)
+        assert second.state == "new"  # refused before touching the broker
+
+
+async def test_publish_service_response_before_start() -> None:
+    conn = Connection("billing", NOWHERE)
+    with pytest.raises(PublishError, match="connection 'billing' is new, not started"):
+        await conn.publish_service_response("shop", "Quote", OrderCreated(id="1"))
+
+
+async def test_registering_on_the_connection_goes_through_one_path() -> None:
+    conn = Connection("svc", NOWHERE)
+
+    @conn.stream_consumer("orders", "Order.Created")
+    async def on_order(event: OrderCreated) -> None:
+        pass
+
+    @conn.transient_event_stream_consumer("Order.Created", queue_suffix="live")
+    async def on_live(event: OrderCreated) -> None:
+        pass
+
+    assert len(conn._router.setups) == 2
