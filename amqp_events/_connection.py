@@ -18,7 +18,7 @@ from ._codec import encode
 from ._consumer import QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, PublishError, ReconnectFailed
 from ._failures import FailureRouter
-from ._handlers import Handler, resolve
+from ._handlers import Handler, ResolvedHandler, resolve
 from ._headers import check_user_headers
 from ._inflight import InFlight
 from ._message_log import MessageLogObserver
@@ -107,9 +107,7 @@ class Connection(Registrations):
         self._included: list[EventRouter] = []
         self._transport: Transport | None = None
         self._publishers: list[Publisher] = []
-        self._responder = Responder(service_name)
         self._pending: list[PendingRequests] = []
-        self._failure_routers: list[FailureRouter] = []
         self._observers = Observers()
         self._consumed_queues: list[str] = []
         self._topology = Topology()
@@ -172,41 +170,35 @@ class Connection(Registrations):
         return builder
 
     def _dispatchers(
-        self, builder: SetupBuilder
-    ) -> tuple[list[QueueDispatcher], list[FailureRouter]]:
-        """One dispatcher per consumed queue; raises ConfigurationError before creating any."""
-        resolved = {
-            queue: [
-                resolve(spec, builder.type_mapping, builder.retry_policy)
-                for spec in consumers.handlers
-            ]
-            for queue, consumers in builder.consumers.items()
-        }
+        self,
+        builder: SetupBuilder,
+        resolved: Mapping[str, list[ResolvedHandler]],
+        transport: Transport,
+    ) -> list[QueueDispatcher]:
+        """One dispatcher per consumed queue, with its failure router, over ``transport``."""
         limit = asyncio.Semaphore(builder.concurrency_limit) if builder.concurrency_limit else None
-        dispatchers, failure_routers = [], []
-        for queue, consumers in builder.consumers.items():
-            failures = FailureRouter(
+        responder = Responder(self._service, transport) if builder.request_queues else None
+        return [
+            QueueDispatcher(
                 queue,
-                self._service,
-                consumers.delays_ms(builder.retry_policy),
-                self._observers,
-                in_flight=self._in_flight,
-                redeclare=self._redeclare,
-            )
-            failure_routers.append(failures)
-            dispatchers.append(
-                QueueDispatcher(
+                resolved[queue],
+                self._in_flight,
+                FailureRouter(
                     queue,
-                    resolved[queue],
-                    self._in_flight,
-                    failures,
-                    responder=self._responder if queue in builder.request_queues else None,
-                    pending=builder.pending.get(queue),
-                    limit=limit,
-                    observers=self._observers,
-                )
+                    self._service,
+                    consumers.delays_ms(builder.retry_policy),
+                    transport,
+                    self._observers,
+                    in_flight=self._in_flight,
+                    redeclare=self._redeclare,
+                ),
+                responder=responder if queue in builder.request_queues else None,
+                pending=builder.pending.get(queue),
+                limit=limit,
+                observers=self._observers,
             )
-        return dispatchers, failure_routers
+            for queue, consumers in builder.consumers.items()
+        ]
 
     async def start(self, *setups: Setup) -> None:
         """Apply ``setups``, check them all, then declare the topology and start consuming.
@@ -218,7 +210,7 @@ class Connection(Registrations):
         # "new", to be started again with the setup fixed.
         builder = self._build(setups)
         builder.finish()
-        dispatchers, failure_routers = self._dispatchers(builder)
+        resolved = _resolved_handlers(builder)
         _check_publishers_free(builder)
         transport = transport_for(
             self._urls,
@@ -229,12 +221,13 @@ class Connection(Registrations):
             ssl_context=self._ssl_context,
             topology_check_interval=self._topology_check_interval,
         )
+        dispatchers = self._dispatchers(builder, resolved, transport)
         self._state = "starting"
         self._consumed_queues = builder.queues_with_retries()
         self._topology = builder.topology
-        self._failure_routers = failure_routers
         for callback in builder.message_loggers:
             self._observers.attach(MessageLogObserver(callback))
+        log.info("%s: connecting to %s", self._service, self.url)
         try:
             await transport.connect()
             self._transport = transport
@@ -242,9 +235,7 @@ class Connection(Registrations):
                 transport.add_close_callback(listener)
             transport.add_close_callback(self._on_transport_closed)
             await transport.declare(builder.topology)
-            self._responder.transport = transport
-            for failures in self._failure_routers:
-                failures.transport = transport
+            _log_topology(self._service, builder.topology)
             self._pending = list(builder.pending.values())
             for publisher, destination in builder.publishers:
                 publisher._attach(
@@ -260,11 +251,18 @@ class Connection(Registrations):
                     ConsumerSpec(dispatcher.queue, dispatcher.on_delivery, builder.prefetch)
                 )
         except BaseException:
+            # Moves under way stop trying and requeue their messages, as at a close.
+            self._in_flight.stopping = True
             await self._teardown(transport)
             self._state = "closed"
             raise
         self._state = "started"
-        log.info("%s started: %d queue(s) consumed", self._service, len(dispatchers))
+        log.info(
+            "%s: started, consuming %d queue(s): %s",
+            self._service,
+            len(dispatchers),
+            ", ".join(d.queue for d in dispatchers) or "none",
+        )
 
     async def publish_service_response(
         self,
@@ -347,6 +345,12 @@ class Connection(Registrations):
         transport = self._transport
         if transport is not None:
             await transport.stop_consuming()
+            log.info(
+                "%s: closing; waiting up to %.1fs (shutdown_timeout) for %d running handler(s)",
+                self._service,
+                self._shutdown_timeout,
+                self._in_flight.count,
+            )
             if self._in_flight.count:
                 try:
                     await asyncio.wait_for(self._in_flight.wait_idle(), self._shutdown_timeout)
@@ -360,6 +364,7 @@ class Connection(Registrations):
                     )
                     await self._in_flight.cancel_all()
             await self._teardown(transport)
+            log.info("%s: closed", self._service)
         self._stopped.set()
 
     async def _teardown(self, transport: Transport) -> None:
@@ -369,9 +374,6 @@ class Connection(Registrations):
         for pending in self._pending:
             pending.fail_all(BrokerConnectionError(f"connection {self._service!r} closed"))
         self._pending.clear()
-        self._responder.transport = None
-        for failures in self._failure_routers:
-            failures.transport = None
         self._transport = None
         await transport.close()
 
@@ -432,6 +434,36 @@ class Connection(Registrations):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _resolved_handlers(builder: SetupBuilder) -> dict[str, list[ResolvedHandler]]:
+    """Each consumed queue's handlers, resolved: raises ConfigurationError for any of them."""
+    return {
+        queue: [
+            resolve(spec, builder.type_mapping, builder.retry_policy) for spec in consumers.handlers
+        ]
+        for queue, consumers in builder.consumers.items()
+    }
+
+
+def _log_topology(service: str, topology: Topology) -> None:
+    """At INFO, one line per declaration: an operator sees what this service relies on."""
+    for exchange in topology.exchanges:
+        log.info("%s: declared exchange %r (%s)", service, exchange.name, exchange.type)
+    for queue in topology.queues:
+        kind = "durable" if queue.durable else "transient"
+        if queue.exclusive:
+            kind += ", exclusive"
+        log.info("%s: declared queue %r (%s)", service, queue.name, kind)
+    for binding in topology.bindings:
+        log.info(
+            "%s: bound queue %r to exchange %r with %r%s",
+            service,
+            binding.queue,
+            binding.exchange,
+            binding.routing_key,
+            f" and arguments {dict(binding.arguments)!r}" if binding.arguments else "",
+        )
 
 
 def _check_publishers_free(builder: SetupBuilder) -> None:

@@ -242,6 +242,7 @@ class QueueDispatcher:
                 )
                 return
         await delivery.ack()
+        log.debug("%s: handled %r from %r", failures.service, key, self.queue)
         observer = self._observers.current
         if observer is not None:
             observer.handled(failures.service, self.queue, key, event)

@@ -65,6 +65,7 @@ class FailureRouter:
         queue: str,
         service: str,
         delays_ms: Sequence[int],
+        transport: Transport,
         observers: Observers | None = None,
         *,
         in_flight: InFlight | None = None,
@@ -77,7 +78,7 @@ class FailureRouter:
         self._delays_ms = sorted(delays_ms)
         self._in_flight = in_flight or InFlight()
         self._redeclare = redeclare  # declares the connection's topology again
-        self.transport: Transport | None = None  # set once the connection is up
+        self.transport = transport
         # Redeliveries being counted: no handler of this queue may start until their originals'
         # acks were processed (see ``redelivered``).
         self.checkpointing = 0
@@ -263,8 +264,6 @@ class FailureRouter:
         while True:
             transport = self.transport
             try:
-                if transport is None:
-                    raise ConnectionError("the connection is closed")
                 fit_frame(headers, properties, transport.frame_max)
                 await transport.publish(
                     "", queue, delivery.body, headers, properties=properties, mandatory=True
@@ -288,7 +287,7 @@ class FailureRouter:
             else:
                 await (delivery.ack_processed() if ack_processed else delivery.ack())
                 return True
-            if self._in_flight.stopping or self.transport is None:
+            if self._in_flight.stopping:  # the connection is closing: back to the queue
                 await delivery.reject(requeue=True)
                 return False
             try:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._naming import HEADER_PREFIX, SERVICE_HEADER
+from ._naming import BCC_HEADER, CC_HEADER, HEADER_PREFIX, SERVICE_HEADER
 from .transports._wire import header_problem
 
 __all__ = ["Headers", "check_user_headers"]
@@ -64,7 +64,7 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
                 f"header {name!r}: names starting with {HEADER_PREFIX!r} are reserved for the "
                 "library's retry and dead-letter bookkeeping"
             )
-        if name in ("CC", "BCC") and not (
+        if name in (CC_HEADER, BCC_HEADER) and not (
             isinstance(value, list) and all(isinstance(q, str) for q in value)
         ):
             raise ConfigurationError(

@@ -1,4 +1,4 @@
-"""Every exchange and queue name and every declaration argument, in one place.
+"""Every exchange, queue and header name and every declaration argument, in one place.
 
 These are goamqp's rules (see the README's "Wire rules"): a Go service using goamqp and a Python
 service using amqp-events declare the same names with the same arguments, or RabbitMQ refuses the
@@ -20,9 +20,15 @@ QUEUE_EXPIRES_MS: Final = 432_000_000
 DEFAULT_PREFETCH: Final = 20
 HEARTBEAT_SECONDS: Final = 10
 
-SERVICE_HEADER: Final = "service"
 CONTENT_TYPE_JSON: Final = "application/json"
 DELIVERY_MODE_PERSISTENT: Final = 2
+
+# Every header name amqp-events reads or writes is defined in this module.
+# The publishing service's name (goamqp routes responses by it).
+SERVICE_HEADER: Final = "service"
+# RabbitMQ's sender-selected distribution: extra destination queues of one publish.
+CC_HEADER: Final = "CC"
+BCC_HEADER: Final = "BCC"
 
 TOPIC: Final = "topic"
 DIRECT: Final = "direct"
@@ -107,6 +113,10 @@ DEAD_SERVICE_HEADER: Final = "amqp-events-dead-service"
 DEAD_AT_HEADER: Final = "amqp-events-dead-at"
 EXCEPTION_TYPE_HEADER: Final = "amqp-events-exception-type"
 EXCEPTION_MESSAGE_HEADER: Final = "amqp-events-exception-message"
+# Between amqp-events services only: a responder whose handler raised says so in these headers
+# of its response, so the caller gets the error at once instead of a timeout.
+ERROR_HEADER: Final = "amqp-events-error"
+ERROR_TYPE_HEADER: Final = "amqp-events-error-type"
 
 
 def durable_queue_arguments() -> dict[str, Any]:

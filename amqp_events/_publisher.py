@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ._errors import (
     Unroutable,
 )
 from ._headers import check_user_headers
-from ._naming import SERVICE_HEADER
+from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
 from ._requests import PendingRequests, raise_if_error
 from ._routing import Route, TypeMapping
@@ -28,9 +29,9 @@ from .transports._base import OutgoingProperties, Transport
 
 __all__ = ["Destination", "Publisher"]
 
-R = TypeVar("R", bound=BaseModel)
+log = logging.getLogger(__name__)
 
-CC_HEADER = "CC"
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,7 @@ class Publisher:
             )
         except Unroutable as exc:
             raise destination.unroutable(key, exc) from exc
+        log.debug("%s: published %r to %r", target.service, key, destination.exchange)
         observer = target.observers.current
         if observer is not None:
             observer.published(target.service, destination.exchange, key, event)

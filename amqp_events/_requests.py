@@ -19,13 +19,11 @@ from pydantic import BaseModel
 from ._codec import encode
 from ._errors import ConfigurationError, PublishError, RemoteError
 from ._failures import describe
-from ._naming import SERVICE_HEADER, response_exchange
+from ._naming import ERROR_HEADER, ERROR_TYPE_HEADER, SERVICE_HEADER, response_exchange
 from .transports._base import Delivery, OutgoingProperties, Transport
 from .transports._wire import safe_text
 
 __all__ = [
-    "ERROR_HEADER",
-    "ERROR_TYPE_HEADER",
     "MAX_PENDING_REQUESTS",
     "PendingRequests",
     "Responder",
@@ -33,11 +31,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Between amqp-events services only: a responder whose handler raised says so in these headers
-# of its response, so the caller gets the error at once instead of a timeout.
-ERROR_HEADER = "amqp-events-error"
-ERROR_TYPE_HEADER = "amqp-events-error-type"
 
 _EMPTY_BODY = b"{}"
 
@@ -50,10 +43,10 @@ class Responder:
 
     __slots__ = ("_exchange", "service", "transport")
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, transport: Transport) -> None:
         self.service = service
         self._exchange = response_exchange(service)
-        self.transport: Transport | None = None  # set once the connection is up
+        self.transport = transport
 
     def caller_of(self, delivery: Delivery) -> str | None:
         caller = delivery.headers.get(SERVICE_HEADER)
@@ -91,8 +84,7 @@ class Responder:
         self, delivery: Delivery, key: str, body: bytes, extra: Mapping[str, Any]
     ) -> None:
         caller = self.caller_of(delivery)
-        transport = self.transport
-        if caller is None or transport is None:
+        if caller is None:
             raise PublishError(
                 f"cannot answer request {key!r}: it has no string {SERVICE_HEADER!r} header "
                 "naming the caller"
@@ -104,7 +96,7 @@ class Responder:
         )
         # Mandatory: a response that no caller's queue takes would vanish; the request is
         # dead-lettered instead.
-        await transport.publish(
+        await self.transport.publish(
             self._exchange,
             key,
             body,

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from amqp_events.testing._broker import BrokerHandle, find_broker, url_with_vhost
+from amqp_events.testing import BrokerHandle, find_broker
+from amqp_events.testing._urls import url_with_vhost
 
 from .common import EXCHANGE, PIPELINE_WINDOW, QUEUE_EXPIRES_MS, ROUTING_KEY, make_order
 

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from amqp_events.testing._broker import redact
+from amqp_events._url import redact
 
 from .common import PREFETCH, Sample
 from .runner import BASELINE, Report, Result

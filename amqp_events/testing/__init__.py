@@ -1,41 +1,24 @@
-"""Testing helpers of amqp-events.
+"""Testing helpers of amqp-events: what a service's own tests need.
 
 - ``run_until_idle`` and ``capture``: publish, run services until every queue they consume is
   empty and every handler returned, and get back what was handled, dead-lettered and published
-  (an ``Outcome``), without sleeps.
+  (an ``Outcome`` of ``Handled``, ``DeadLettered`` and ``Published`` records), without sleeps.
 - The pytest plugin (``amqp_events.testing._plugin``, loaded automatically) provides the
   fixtures ``memory_broker``, ``broker_url`` (runs a test on the in-memory broker and on
-  RabbitMQ), ``connection_factory``, ``amqp_url``, ``rabbitmq_broker``, ``rabbitmq_vhost``,
-  ``rabbitmq_vhost_url`` and ``rabbitmq_admin``, and the markers ``rabbitmq`` and
-  ``disruptive``.
-- Without pytest: ``find_broker`` and ``BrokerHandle`` find a RabbitMQ (``AMQP_URL``, a local
-  one, else a testcontainers container); ``VhostAdmin`` makes and deletes vhosts.
+  RabbitMQ), ``connection_factory`` (a ``ConnectionFactory``), ``amqp_url``,
+  ``rabbitmq_broker`` (a ``BrokerHandle``), ``rabbitmq_vhost``, ``rabbitmq_vhost_url`` and
+  ``rabbitmq_admin`` (a ``VhostView``), and the markers ``rabbitmq`` and ``disruptive``.
+- Without pytest: ``find_broker`` finds a RabbitMQ (``AMQP_URL``, a local one, else a
+  testcontainers container) or raises ``BrokerNotFoundError``; the ``BrokerHandle`` it returns
+  makes and deletes vhosts (``VhostAdminError`` when it cannot).
+
+The modules: ``_burst`` (run_until_idle, capture, the outcome), ``_plugin`` (the fixtures),
+``_broker`` (finding a broker, starting a container, choosing a vhost admin), ``_vhost_admin``
+(what a vhost admin does; ``VhostView``), ``_management_api`` and ``_rabbitmqctl`` (the two
+ways to do it), ``_urls`` (broker URLs and vhost names).
 """
 
-from ._broker import (
-    DEFAULT_AMQP_URL,
-    DEFAULT_CONTAINER_IMAGE,
-    ENV_AMQP_URL,
-    ENV_CONTAINER_IMAGE,
-    ENV_MANAGEMENT_URL,
-    VHOST_PREFIX,
-    BindingInfo,
-    BrokerHandle,
-    BrokerNotFoundError,
-    ContainerRabbitmqctlAdmin,
-    ManagementApiAdmin,
-    QueueInfo,
-    RabbitmqctlAdmin,
-    VhostAdmin,
-    VhostAdminError,
-    VhostView,
-    broker_answers,
-    choose_vhost_admin,
-    find_broker,
-    new_vhost_name,
-    redact,
-    url_with_vhost,
-)
+from ._broker import BrokerHandle, BrokerNotFoundError, find_broker
 from ._burst import (
     ConnectionFactory,
     DeadLettered,
@@ -45,35 +28,19 @@ from ._burst import (
     capture,
     run_until_idle,
 )
+from ._vhost_admin import VhostAdminError, VhostView
 
 __all__ = [
-    "DEFAULT_AMQP_URL",
-    "DEFAULT_CONTAINER_IMAGE",
-    "ENV_AMQP_URL",
-    "ENV_CONTAINER_IMAGE",
-    "ENV_MANAGEMENT_URL",
-    "VHOST_PREFIX",
-    "BindingInfo",
     "BrokerHandle",
     "BrokerNotFoundError",
     "ConnectionFactory",
-    "ContainerRabbitmqctlAdmin",
     "DeadLettered",
     "Handled",
-    "ManagementApiAdmin",
     "Outcome",
     "Published",
-    "QueueInfo",
-    "RabbitmqctlAdmin",
-    "VhostAdmin",
     "VhostAdminError",
     "VhostView",
-    "broker_answers",
     "capture",
-    "choose_vhost_admin",
     "find_broker",
-    "new_vhost_name",
-    "redact",
     "run_until_idle",
-    "url_with_vhost",
 ]

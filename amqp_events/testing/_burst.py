@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -30,8 +30,12 @@ __all__ = [
     "run_until_idle",
 ]
 
-# What the ``connection_factory`` fixture hands a test: ``make("orders", **options)``.
-ConnectionFactory = Callable[..., Connection]
+
+class ConnectionFactory(Protocol):
+    """What the ``connection_factory`` fixture hands a test: ``make("orders", **options)``
+    makes a ``Connection`` named ``orders`` to the test's broker, closed after the test."""
+
+    def __call__(self, service_name: str, **options: Any) -> Connection: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,9 @@ import pytest
 
 from .._connection import Connection
 from ..transports.memory import MemoryBroker
-from ._broker import (
-    BrokerHandle,
-    BrokerNotFoundError,
-    VhostAdminError,
-    VhostView,
-    find_broker,
-    url_with_vhost,
-)
+from ._broker import BrokerHandle, BrokerNotFoundError, find_broker
 from ._burst import ConnectionFactory
+from ._vhost_admin import VhostAdminError, VhostView
 
 __all__ = [
     "ENV_DISRUPTIVE",
@@ -136,7 +130,7 @@ def rabbitmq_vhost(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
 @pytest.fixture
 def rabbitmq_vhost_url(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> str:
     """AMQP URL of the broker pointing into this test's own vhost (``rabbitmq_vhost``)."""
-    return url_with_vhost(rabbitmq_broker.url, rabbitmq_vhost)
+    return rabbitmq_broker.vhost_url(rabbitmq_vhost)
 
 
 @pytest.fixture
@@ -147,8 +141,7 @@ def rabbitmq_admin(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> VhostV
     answered, e.g. ``{"name": ..., "durable": ..., "arguments": {"x-expires": ...}}``.
     The calls block (``rabbitmqctl`` takes about half a second).
     """
-    admin = rabbitmq_broker.vhost_admin()
-    return VhostView(admin, rabbitmq_vhost, url_with_vhost(rabbitmq_broker.url, rabbitmq_vhost))
+    return rabbitmq_broker.vhost_view(rabbitmq_vhost)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def transport_for(
 ) -> Transport:
     """A reconnecting transport over the broker ``urls`` name (checked by ``_url.check_urls``)."""
     if urlsplit(urls[0]).scheme == "memory":
-        from ._memory_session import MemoryOpener
+        from .memory._session import MemoryOpener
 
         opener: SessionOpener = MemoryOpener(urls[0])
     else:

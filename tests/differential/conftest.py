@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from amqp_events.testing._broker import BrokerHandle, VhostAdminError, url_with_vhost
+from amqp_events.testing import BrokerHandle, VhostAdminError
+from amqp_events.testing._urls import url_with_vhost
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,9 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from amqp_events._errors import BrokerError, PublishError
-from amqp_events._topology import BindingSpec, ExchangeSpec, ExchangeType, QueueSpec
 from amqp_events.transports._base import Delivery
 from amqp_events.transports.memory import MemoryBroker, MemoryConnection
+from amqp_events.transports.memory._connection import channel_of
 from tests.helpers import raw_string_bytes
 
 __all__ = [
@@ -47,6 +47,8 @@ _VHOST_NAME = re.compile(r"vhost '[^']*'")
 TIMESTAMP = "<timestamp>"
 WAIT = 5.0  # seconds to wait for something that must happen
 QUIET = 0.3  # seconds of silence taken as "nothing more comes"
+# The exchange types both brokers know (the memory broker answers others with 503).
+ExchangeType = Literal["topic", "direct", "headers", "fanout"]
 
 
 class ChannelError(Exception):
@@ -566,8 +568,8 @@ class _MemoryConsumer(Consumer):
         # The message's expiration is not on a Delivery: read it from the unsettled entry
         # (gone when the connection closed before this callback ran).
         tag: int = delivery._tag  # type: ignore[attr-defined]
-        entry = self.connection._unacked.get(tag)
-        expiration = entry[1].expiration if entry is not None else None
+        message = channel_of(self.connection).unsettled(tag)
+        expiration = message.expiration if message is not None else None
         self.deliveries.append(delivery)
         self._add(
             _msg(
@@ -625,9 +627,15 @@ class MemoryDriver(Driver):
         internal: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        spec = ExchangeSpec(name, type_, durable, auto_delete, internal, dict(arguments or {}))
         try:
-            self.broker.declare_exchange(spec)
+            self.broker.declare_exchange(
+                name,
+                type_,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=arguments,
+            )
         except BrokerError as error:
             raise _refusal(error) from None
 
@@ -641,9 +649,15 @@ class MemoryDriver(Driver):
         arguments: Mapping[str, Any] | None = None,
         conn: int = 0,
     ) -> None:
-        spec = QueueSpec(name, durable, auto_delete, exclusive, dict(arguments or {}))
         try:
-            self.broker.declare_queue(spec, connection=self._connection(conn))
+            self.broker.declare_queue(
+                name,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+                connection=self._connection(conn),
+            )
         except BrokerError as error:
             raise _refusal(error) from None
 
@@ -656,9 +670,14 @@ class MemoryDriver(Driver):
         *,
         conn: int = 0,
     ) -> None:
-        spec = BindingSpec(queue, exchange, routing_key, dict(arguments or {}))
         try:
-            self.broker.bind(spec, connection=self._connection(conn))
+            self.broker.bind(
+                queue,
+                exchange,
+                routing_key,
+                arguments=arguments,
+                connection=self._connection(conn),
+            )
         except BrokerError as error:
             raise _refusal(error) from None
 

@@ -8,7 +8,9 @@ import json
 import aio_pika
 import pytest
 
-from amqp_events.testing import VHOST_PREFIX, BrokerHandle, ManagementApiAdmin, VhostView
+from amqp_events.testing import BrokerHandle, VhostView
+from amqp_events.testing._management_api import ManagementApiAdmin
+from amqp_events.testing._urls import VHOST_PREFIX
 
 pytest_plugins = ("pytester",)
 

@@ -18,20 +18,18 @@ import pytest
 import yarl
 
 from amqp_events._errors import ConfigurationError
+from amqp_events._url import redact
 from amqp_events.testing import (
     BrokerHandle,
     BrokerNotFoundError,
-    ManagementApiAdmin,
-    RabbitmqctlAdmin,
     VhostAdminError,
     _broker,
-    broker_answers,
-    choose_vhost_admin,
     find_broker,
-    new_vhost_name,
-    redact,
-    url_with_vhost,
 )
+from amqp_events.testing._broker import choose_vhost_admin
+from amqp_events.testing._management_api import ManagementApiAdmin
+from amqp_events.testing._rabbitmqctl import RabbitmqctlAdmin
+from amqp_events.testing._urls import broker_answers, new_vhost_name, url_with_vhost
 
 pytest_plugins = ("pytester",)
 
@@ -165,7 +163,7 @@ def test_broker_answers_default_ports(
         seen.append(addr)
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(socket, "create_connection", refuse)  # the very module _broker uses
+    monkeypatch.setattr(socket, "create_connection", refuse)  # the very module _urls uses
 
     assert not broker_answers(url)
     assert seen == [address]

@@ -25,11 +25,12 @@ from amqp_events._topology import (
 )
 from amqp_events.transports import transport_for
 from amqp_events.transports._base import Delivery, OutgoingProperties, Transport
-from amqp_events.transports._memory_session import MemoryOpener
 from amqp_events.transports.memory import (
+    BindingInfo,
     MemoryBroker,
     broker_for_url,
 )
+from amqp_events.transports.memory._session import MemoryOpener
 from tests.helpers import eventually
 
 # ---------------------------------------------------------------------------------------------
@@ -70,16 +71,16 @@ class Inbox:
 
 
 def queue(broker: MemoryBroker, name: str, **arguments: Any) -> str:
-    return broker.declare_queue(QueueSpec(name, arguments=arguments))
+    return broker.declare_queue(name, arguments=arguments)
 
 
 def exchange(broker: MemoryBroker, name: str, type_: Any = "topic", **arguments: Any) -> None:
-    broker.declare_exchange(ExchangeSpec(name, type_, arguments=arguments))
+    broker.declare_exchange(name, type_, arguments=arguments)
 
 
 # Positional-only, so that ``**{"key": ...}`` or any other argument name lands in ``arguments``.
 def bind(broker: MemoryBroker, q: str, x: str, key: str = "", /, **arguments: Any) -> None:
-    broker.bind(BindingSpec(q, x, key, arguments))
+    broker.bind(q, x, key, arguments=arguments)
 
 
 def bodies(broker: MemoryBroker, q: str) -> list[bytes]:
@@ -196,9 +197,9 @@ def test_binding_twice_is_idempotent_and_unbind_stops_routing(broker: MemoryBrok
     queue(broker, "q")
     bind(broker, "q", "events", "a")
     bind(broker, "q", "events", "a")
-    assert broker.bindings("q") == [BindingSpec("q", "events", "a")]
-    broker.unbind(BindingSpec("q", "events", "a"))
-    broker.unbind(BindingSpec("q", "events", "a"))  # unbinding what is not bound is a no-op
+    assert broker.bindings("q") == [BindingInfo("q", "events", "a", {})]
+    broker.unbind("q", "events", "a")
+    broker.unbind("q", "events", "a")  # unbinding what is not bound is a no-op
     assert broker.bindings() == []
     assert broker.publish("events", "a", b"m") == 0
 
@@ -320,9 +321,9 @@ def test_redeclaring_an_exchange_differently_is_precondition_failed(
     with pytest.raises(BrokerError, match="'type' for exchange 'events'") as type_error:
         exchange(broker, "events", "direct")
     with pytest.raises(BrokerError, match="'durable' for exchange 'events'") as durable_error:
-        broker.declare_exchange(ExchangeSpec("events", "topic", durable=False))
+        broker.declare_exchange("events", "topic", durable=False)
     with pytest.raises(BrokerError, match="'internal'"):
-        broker.declare_exchange(ExchangeSpec("events", "topic", internal=True))
+        broker.declare_exchange("events", "topic", internal=True)
     assert reply_code(type_error) == reply_code(durable_error) == 406
     assert "PRECONDITION_FAILED - inequivalent arg" in str(type_error.value)
 
@@ -386,9 +387,9 @@ def test_redeclaring_a_queue_differently_is_precondition_failed(broker: MemoryBr
     with pytest.raises(BrokerError, match="'x-expires'") as float_value:
         queue(broker, "q", **{"x-expires": 1000.0})
     with pytest.raises(BrokerError, match="'durable' for queue 'q'") as durable:
-        broker.declare_queue(QueueSpec("q", durable=False, arguments={"x-expires": 1000}))
+        broker.declare_queue("q", durable=False, arguments={"x-expires": 1000})
     with pytest.raises(BrokerError, match="'auto_delete'") as auto_delete:
-        broker.declare_queue(QueueSpec("q", auto_delete=True, arguments={"x-expires": 1000}))
+        broker.declare_queue("q", auto_delete=True, arguments={"x-expires": 1000})
     errors = (changed, added, float_value, durable, auto_delete)
     assert {reply_code(error) for error in errors} == {406}
 
@@ -482,7 +483,7 @@ def test_missing_queue_or_exchange_is_not_found(broker: MemoryBroker) -> None:
 
 
 def test_publishing_to_an_internal_exchange_is_refused(broker: MemoryBroker) -> None:
-    broker.declare_exchange(ExchangeSpec("inner", "fanout", internal=True))
+    broker.declare_exchange("inner", "fanout", internal=True)
     with pytest.raises(BrokerError, match="internal exchange 'inner'") as error:
         broker.publish("inner", "", b"m")
     assert reply_code(error) == 403
@@ -490,17 +491,17 @@ def test_publishing_to_an_internal_exchange_is_refused(broker: MemoryBroker) -> 
 
 def test_exclusive_queue_is_locked_to_its_connection(broker: MemoryBroker) -> None:
     owner, other = broker.connect(), broker.connect()
-    spec = QueueSpec("mine", durable=False, exclusive=True, auto_delete=True)
-    broker.declare_queue(spec, connection=owner)
-    broker.declare_queue(spec, connection=owner)  # the owner may redeclare it
+    settings: dict[str, Any] = {"durable": False, "exclusive": True, "auto_delete": True}
+    broker.declare_queue("mine", **settings, connection=owner)
+    broker.declare_queue("mine", **settings, connection=owner)  # the owner may redeclare it
     with pytest.raises(BrokerError, match="RESOURCE_LOCKED") as declared:
-        broker.declare_queue(spec, connection=other)
+        broker.declare_queue("mine", **settings, connection=other)
     with pytest.raises(BrokerError, match="RESOURCE_LOCKED") as consumed:
         other.consume("mine", Inbox())
     with pytest.raises(BrokerError, match="RESOURCE_LOCKED") as bound:
-        broker.bind(BindingSpec("mine", "amq.topic", "a"), connection=other)
+        broker.bind("mine", "amq.topic", "a", connection=other)
     with pytest.raises(BrokerError, match="RESOURCE_LOCKED") as not_exclusive:
-        broker.declare_queue(QueueSpec("mine", durable=False, auto_delete=True), connection=owner)
+        broker.declare_queue("mine", durable=False, auto_delete=True, connection=owner)
     errors = (declared, consumed, bound, not_exclusive)
     assert {reply_code(error) for error in errors} == {405}
     assert broker.publish("", "mine", b"m") == 1  # anyone may publish to it
@@ -508,7 +509,7 @@ def test_exclusive_queue_is_locked_to_its_connection(broker: MemoryBroker) -> No
 
 def test_exclusive_queue_is_deleted_when_its_connection_closes(broker: MemoryBroker) -> None:
     owner = broker.connect()
-    broker.declare_queue(QueueSpec("mine", exclusive=True), connection=owner)
+    broker.declare_queue("mine", exclusive=True, connection=owner)
     bind(broker, "mine", "amq.topic", "a")
     owner.close()
     assert broker.queue_names() == []
@@ -517,11 +518,11 @@ def test_exclusive_queue_is_deleted_when_its_connection_closes(broker: MemoryBro
 
 def test_exclusive_queue_needs_a_connection(broker: MemoryBroker) -> None:
     with pytest.raises(ConfigurationError, match="exclusive"):
-        broker.declare_queue(QueueSpec("mine", exclusive=True))
+        broker.declare_queue("mine", exclusive=True)
 
 
 def test_unnamed_queue_gets_a_generated_name(broker: MemoryBroker) -> None:
-    name = broker.declare_queue(QueueSpec(""))
+    name = broker.declare_queue("")
     assert name.startswith("amq.gen-")
     assert broker.queue_names() == [name]
 
@@ -554,7 +555,8 @@ def test_each_queue_gets_its_own_copy_of_the_headers(broker: MemoryBroker) -> No
     (first,) = broker.messages("q1")
     (second,) = broker.messages("q2")
     assert first.headers == second.headers == {"service": "orders"}
-    assert broker._queues["q1"].ready[0].headers is not broker._queues["q2"].ready[0].headers
+    queues = broker._vhost.queues
+    assert queues["q1"].ready[0].headers is not queues["q2"].ready[0].headers
 
 
 def test_message_properties_are_kept_and_message_id_generated(broker: MemoryBroker) -> None:
@@ -819,7 +821,7 @@ async def test_wait_until_idle_waits_for_handlers(broker: MemoryBroker) -> None:
 
 
 async def test_auto_delete_queue_goes_with_its_last_consumer(broker: MemoryBroker) -> None:
-    broker.declare_queue(QueueSpec("temp", auto_delete=True))
+    broker.declare_queue("temp", auto_delete=True)
     bind(broker, "temp", "amq.topic", "a")
     conn = broker.connect()
     first = conn.consume("temp", Inbox())
@@ -832,7 +834,7 @@ async def test_auto_delete_queue_goes_with_its_last_consumer(broker: MemoryBroke
 
 
 def test_auto_delete_queue_without_consumers_stays(broker: MemoryBroker) -> None:
-    broker.declare_queue(QueueSpec("temp", auto_delete=True))
+    broker.declare_queue("temp", auto_delete=True)
     conn = broker.connect()
     conn.close()
     assert broker.queue_names() == ["temp"]
@@ -841,7 +843,7 @@ def test_auto_delete_queue_without_consumers_stays(broker: MemoryBroker) -> None
 async def test_auto_delete_queue_goes_when_its_consumers_connection_closes(
     broker: MemoryBroker,
 ) -> None:
-    broker.declare_queue(QueueSpec("temp", auto_delete=True))
+    broker.declare_queue("temp", auto_delete=True)
     conn = broker.connect()
     conn.consume("temp", Inbox())
     conn.close()
@@ -849,10 +851,10 @@ async def test_auto_delete_queue_goes_when_its_consumers_connection_closes(
 
 
 async def test_auto_delete_exchange_goes_with_its_last_binding(broker: MemoryBroker) -> None:
-    broker.declare_exchange(ExchangeSpec("temp", "topic", auto_delete=True))
+    broker.declare_exchange("temp", "topic", auto_delete=True)
     queue(broker, "q")
     bind(broker, "q", "temp", "a")
-    broker.unbind(BindingSpec("q", "temp", "a"))
+    broker.unbind("q", "temp", "a")
     assert "temp" not in broker.exchange_names()
 
 
@@ -897,7 +899,7 @@ def test_get_purge_and_queue_info(broker: MemoryBroker) -> None:
 
 
 def test_exchange_info(broker: MemoryBroker) -> None:
-    broker.declare_exchange(ExchangeSpec("events", "topic", durable=False))
+    broker.declare_exchange("events", "topic", durable=False)
     info = broker.exchange_info("events")
     assert (info.name, info.type, info.durable, info.auto_delete, info.internal) == (
         "events",
@@ -1343,20 +1345,20 @@ QUORUM = {"x-queue-type": "quorum"}
 
 def test_quorum_queue_declarations_are_checked(broker: MemoryBroker) -> None:
     conn = broker.connect()
-    cases = [
-        (QueueSpec("q", durable=False, arguments=QUORUM), "invalid property 'non-durable'"),
-        (QueueSpec("q", auto_delete=True, arguments=QUORUM), "invalid property 'auto-delete'"),
-        (QueueSpec("q", exclusive=True, arguments=QUORUM), "invalid property 'exclusive-owner'"),
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"durable": False, "arguments": QUORUM}, "invalid property 'non-durable'"),
+        ({"auto_delete": True, "arguments": QUORUM}, "invalid property 'auto-delete'"),
+        ({"exclusive": True, "arguments": QUORUM}, "invalid property 'exclusive-owner'"),
         (
-            QueueSpec("q", arguments={**QUORUM, "x-max-priority": 5}),
+            {"arguments": {**QUORUM, "x-max-priority": 5}},
             "invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type "
             "rabbit_quorum_queue",
         ),
-        (QueueSpec("q", arguments={**QUORUM, "x-queue-mode": "lazy"}), "'x-queue-mode'"),
+        ({"arguments": {**QUORUM, "x-queue-mode": "lazy"}}, "'x-queue-mode'"),
     ]
-    for spec, text in cases:
+    for settings, text in cases:
         with pytest.raises(BrokerError, match=text) as error:
-            broker.declare_queue(spec, connection=conn)
+            broker.declare_queue("q", **settings, connection=conn)
         assert reply_code(error) == 406
     assert broker.queue_names() == []
 

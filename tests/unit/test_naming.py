@@ -34,6 +34,21 @@ from amqp_events import _naming as naming
         (naming.DEFAULT_PREFETCH, 20),
         (naming.HEARTBEAT_SECONDS, 10),
         (naming.SERVICE_HEADER, "service"),
+        (naming.CC_HEADER, "CC"),
+        (naming.BCC_HEADER, "BCC"),
+        (naming.ROUTING_KEY_HEADER, "amqp-events-routing-key"),
+        (naming.EXCHANGE_HEADER, "amqp-events-exchange"),
+        (naming.ATTEMPT_HEADER, "amqp-events-attempt"),
+        (naming.REDELIVERIES_HEADER, "amqp-events-redeliveries"),
+        (naming.DROPPED_HEADERS_HEADER, "amqp-events-dropped-headers"),
+        (naming.DEAD_REASON_HEADER, "amqp-events-dead-reason"),
+        (naming.DEAD_QUEUE_HEADER, "amqp-events-dead-queue"),
+        (naming.DEAD_SERVICE_HEADER, "amqp-events-dead-service"),
+        (naming.DEAD_AT_HEADER, "amqp-events-dead-at"),
+        (naming.EXCEPTION_TYPE_HEADER, "amqp-events-exception-type"),
+        (naming.EXCEPTION_MESSAGE_HEADER, "amqp-events-exception-message"),
+        (naming.ERROR_HEADER, "amqp-events-error"),
+        (naming.ERROR_TYPE_HEADER, "amqp-events-error-type"),
         (naming.CONTENT_TYPE_JSON, "application/json"),
         (naming.DELIVERY_MODE_PERSISTENT, 2),
     ],
@@ -60,3 +75,14 @@ def test_transient_queue_is_service_queue_plus_uuid(
 
 def test_connection_name_like_goamqp() -> None:
     assert re.fullmatch(r"stat#1\.2#@.+", naming.connection_name("stat", "1.2"))
+
+
+def test_every_library_header_carries_the_reserved_prefix() -> None:
+    """Users may not send these (check_user_headers refuses the prefix), so they stay ours."""
+    ours = [
+        value
+        for name, value in vars(naming).items()
+        if name.endswith("_HEADER") and name not in ("SERVICE_HEADER", "CC_HEADER", "BCC_HEADER")
+    ]
+    assert ours
+    assert all(value.startswith(naming.HEADER_PREFIX) for value in ours)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 __all__ = ["Activity"]
 
-log = logging.getLogger("amqp_events.transports.memory")
+log = logging.getLogger(__name__)
 
 
 class Activity:

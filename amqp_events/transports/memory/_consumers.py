@@ -10,10 +10,10 @@ from ..._topology import DeliveryCallback
 from ._delivery import MemoryDelivery
 
 if TYPE_CHECKING:
-    from ._broker import MemoryBroker
-    from ._connection import MemoryConnection
+    from ._connection import Channel
     from ._message import Message
     from ._queues import Queue
+    from ._vhost import Vhost
 
 __all__ = ["Consumer", "attach", "deliver", "detach", "next_consumer", "settled"]
 
@@ -36,7 +36,7 @@ class Consumer:
         self,
         tag: str,
         queue: Queue,
-        connection: MemoryConnection,
+        connection: Channel,
         callback: DeliveryCallback,
         prefetch: int,
         exclusive: bool,
@@ -108,7 +108,7 @@ def settled(consumer: Consumer) -> None:
 
 
 def deliver(
-    broker: MemoryBroker,
+    vhost: Vhost,
     loop: asyncio.AbstractEventLoop,
     q: Queue,
     consumer: Consumer,
@@ -116,12 +116,10 @@ def deliver(
 ) -> None:
     """Hand ``message`` to ``consumer``: unsettled on its connection, its callback a task."""
     conn = consumer.connection
-    conn._last_tag += 1
-    tag = conn._last_tag
-    conn._unacked[tag] = (q, message, consumer)
+    tag = conn.add_delivery(q, message, consumer)
     consumer.unacked += 1
     q.unacked += 1
     delivery = MemoryDelivery(conn, tag, message)
     # Its own task, as aiormq does: a callback never runs inside publish or ack.
     task = asyncio.ensure_future(consumer.callback(delivery), loop=loop)
-    broker._track(task)
+    vhost.track(task)

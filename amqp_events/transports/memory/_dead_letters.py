@@ -12,26 +12,26 @@ from ._exchanges import cc_keys, route
 from ._message import Message
 
 if TYPE_CHECKING:
-    from ._broker import MemoryBroker
     from ._queues import Queue
+    from ._vhost import Vhost
 
 __all__ = ["dead_letter"]
 
-log = logging.getLogger("amqp_events.transports.memory")
+log = logging.getLogger(__name__)
 
 
-def dead_letter(broker: MemoryBroker, q: Queue, message: Message, reason: str) -> None:
+def dead_letter(vhost: Vhost, q: Queue, message: Message, reason: str) -> None:
     """Republish ``message`` from ``q`` to its dead-letter exchange, or drop it.
 
     ``reason`` is RabbitMQ's: ``expired``, ``rejected``, ``maxlen`` or ``delivery_limit``.
     """
     if q.dlx is None:
         return
-    x = broker._exchanges.get(q.dlx)
+    x = vhost.exchanges.get(q.dlx)
     if x is None:
         log.debug(
             "memory broker %r: dead-letter exchange %r of queue %r missing, message dropped",
-            broker.name,
+            vhost.name,
             q.dlx,
             q.name,
         )
@@ -55,7 +55,7 @@ def dead_letter(broker: MemoryBroker, q: Queue, message: Message, reason: str) -
         None,  # the per-message TTL is removed; x-death keeps it as original-expiration
         message.delivery_mode,
     )
-    queues = route(x, keys, headers, broker._exchanges, broker._queues)
+    queues = route(x, keys, headers, vhost.exchanges, vhost.queues)
     if reason != "rejected":
         deaths = headers["x-death"]
         # RabbitMQ drops a message that would cycle back without any rejection on the way.

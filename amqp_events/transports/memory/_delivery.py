@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from .._base import Delivery
 
 if TYPE_CHECKING:
-    from ._connection import MemoryConnection
+    from ._connection import Channel
     from ._message import Message
 
 __all__ = ["MemoryDelivery"]
 
-log = logging.getLogger("amqp_events.transports.memory")
+log = logging.getLogger(__name__)
 
 
 class MemoryDelivery(Delivery):
@@ -21,7 +21,7 @@ class MemoryDelivery(Delivery):
 
     __slots__ = ("_connection", "_tag")
 
-    def __init__(self, connection: MemoryConnection, tag: int, message: Message) -> None:
+    def __init__(self, connection: Channel, tag: int, message: Message) -> None:
         super().__init__(
             message.body,
             message.routing_keys[0],

@@ -91,6 +91,24 @@ class Exchange:
             arguments=dict(self.arguments),
         )
 
+    def add_binding(self, q: Queue, spec: BindingSpec) -> bool:
+        """Bind ``q`` as ``spec`` says; False if that binding exists already."""
+        key = binding_key(q.name, spec)
+        if key in self.bindings:
+            return False
+        self.bindings[key] = (q, spec)
+        self.had_binding = True
+        self.route_cache.clear()
+        q.bound(self.name, key)
+        return True
+
+    def remove_binding(self, key: BindKey) -> bool:
+        """Drop the binding ``key`` (its queue keeps its own record); False if missing."""
+        if self.bindings.pop(key, None) is None:
+            return False
+        self.route_cache.clear()
+        return True
+
     def unbound(self) -> bool:
         """Whether an auto-delete exchange lost its last binding, so goes."""
         return self.auto_delete and self.had_binding and not self.bindings

@@ -1,4 +1,5 @@
-"""The public snapshots of the memory broker's state: messages, queues and exchanges."""
+"""The public snapshots of the memory broker's state: messages, queues, exchanges and
+bindings."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExchangeInfo", "MessageProperties", "MessageSnapshot", "QueueInfo"]
+__all__ = ["BindingInfo", "ExchangeInfo", "MessageProperties", "MessageSnapshot", "QueueInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,4 +62,15 @@ class ExchangeInfo:
     durable: bool
     auto_delete: bool
     internal: bool
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BindingInfo:
+    """A binding of a queue to an exchange, as ``rabbitmqctl list_bindings`` shows it
+    (``arguments`` matter for a headers exchange)."""
+
+    queue: str
+    exchange: str
+    routing_key: str
     arguments: Mapping[str, Any]

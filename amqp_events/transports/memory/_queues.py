@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 from ..._topology import QueueSpec
 from ._consumers import Consumer, deliver, next_consumer
 from ._dead_letters import dead_letter
-from ._info import QueueInfo
+from ._info import MessageSnapshot, QueueInfo
 from ._message import Message
 
 if TYPE_CHECKING:
-    from ._broker import MemoryBroker
-    from ._connection import MemoryConnection
+    from ._connection import Channel
     from ._exchanges import BindKey
+    from ._vhost import Vhost
 
 __all__ = ["Queue", "running_loop"]
 
-log = logging.getLogger("amqp_events.transports.memory")
+log = logging.getLogger(__name__)
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -46,7 +46,6 @@ class Queue:
         "arguments",
         "auto_delete",
         "bindings",
-        "broker",
         "consumers",
         "deleted",
         "delivery_limit",
@@ -72,17 +71,18 @@ class Queue:
         "ttl_timer",
         "ttl_when",
         "unacked",
+        "vhost",
     )
 
     def __init__(
         self,
-        broker: MemoryBroker,
+        vhost: Vhost,
         spec: QueueSpec,
         name: str,
-        owner: MemoryConnection | None,
+        owner: Channel | None,
     ) -> None:
         args: dict[str, Any] = dict(spec.arguments)
-        self.broker = broker
+        self.vhost = vhost
         self.name = name
         self.durable = spec.durable
         self.exclusive = spec.exclusive
@@ -137,6 +137,70 @@ class Queue:
             self.expiry_timer.cancel()
             self.expiry_timer = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether it has consumers and ready messages (not idle)."""
+        return bool(self.consumers and self.ready)
+
+    def drop(self) -> None:
+        """Mark it deleted and stop its timers, keeping everything else (a broker reset)."""
+        self.deleted = True
+        self.cancel_timers()
+
+    def delete(self) -> tuple[list[tuple[str, BindKey]], list[Consumer], int]:
+        """Mark it deleted, stop its timers and forget bindings, consumers and ready
+        messages; return the bindings (exchange, key) and consumers it had, and how many
+        ready messages."""
+        self.deleted = True
+        bindings = list(self.bindings)
+        self.bindings.clear()
+        consumers = list(self.consumers)
+        for consumer in consumers:
+            consumer.blocked = False
+        self.consumers.clear()
+        self.active.clear()
+        self.cancel_timers()
+        count = len(self.ready)
+        self.ready.clear()
+        return bindings, consumers, count
+
+    def bound(self, exchange: str, key: BindKey) -> None:
+        """Record a binding to it from ``exchange``."""
+        self.bindings.add((exchange, key))
+
+    def unbound(self, exchange: str, key: BindKey | None = None) -> None:
+        """Forget a binding from ``exchange`` (every binding from it when ``key`` is None)."""
+        if key is not None:
+            self.bindings.discard((exchange, key))
+        else:
+            self.bindings = {(xn, k) for xn, k in self.bindings if xn != exchange}
+
+    def settled(self) -> None:
+        """Count one unsettled delivery settled (nothing once deleted)."""
+        if not self.deleted:
+            self.unacked -= 1
+
+    def snapshots(self) -> list[MessageSnapshot]:
+        """Copies of its ready messages, head first."""
+        self.expire_head()
+        return [message.snapshot(count=self.quorum) for message in self.ready]
+
+    def get(self) -> MessageSnapshot | None:
+        """Remove the head message (basic.get, no ack) and return a copy, or None."""
+        self.expire_head()
+        self.arm_expiry()  # basic.get counts as use for x-expires
+        if not self.ready:
+            return None
+        message = self.ready.popleft()
+        self.expire_head()
+        return message.snapshot(count=self.quorum)
+
+    def purge(self) -> int:
+        """Drop the ready messages (unacked ones stay); return how many."""
+        count = len(self.ready)
+        self.ready.clear()
+        return count
+
     # -- in and out ----------------------------------------------------------------------------
 
     def enqueue(self, message: Message) -> bool:
@@ -145,7 +209,7 @@ class Queue:
         limited = self.max_length is not None or self.max_bytes is not None
         if limited and self.overflow != "drop-head" and self._refuses(message):
             if self.overflow == "reject-publish-dlx":
-                dead_letter(self.broker, self, message, "maxlen")
+                dead_letter(self.vhost, self, message, "maxlen")
             return False
         ttl = self.message_ttl
         expiration = message.expiration
@@ -162,7 +226,7 @@ class Queue:
             loop = running_loop()
             consumer = next_consumer(self) if loop is not None else None
             if loop is not None and consumer is not None:
-                deliver(self.broker, loop, self, consumer, message)
+                deliver(self.vhost, loop, self, consumer, message)
                 return True
         ready.append(message)
         if limited:
@@ -190,13 +254,13 @@ class Queue:
                     now = time.monotonic()
                 if message.expires_at <= now:
                     ready.popleft()
-                    dead_letter(self.broker, self, message, "expired")
+                    dead_letter(self.vhost, self, message, "expired")
                     continue
             consumer = next_consumer(self)
             if consumer is None:
                 return  # every consumer is at its prefetch limit
             ready.popleft()
-            deliver(self.broker, loop, self, consumer, message)
+            deliver(self.vhost, loop, self, consumer, message)
 
     def requeue(self, message: Message) -> None:
         """Put ``message`` back where it was (usually the head), marked redelivered.
@@ -210,7 +274,7 @@ class Queue:
             message.delivery_count += 1
             limit = self.delivery_limit
             if limit is not None and message.delivery_count > limit:
-                dead_letter(self.broker, self, message, "delivery_limit")
+                dead_letter(self.vhost, self, message, "delivery_limit")
                 return
             ready.append(message)  # RabbitMQ 3.10's quorum queues return to the back
             return
@@ -261,7 +325,7 @@ class Queue:
         ):
             message = ready.popleft()
             size -= len(message.body)
-            dead_letter(self.broker, self, message, "maxlen")
+            dead_letter(self.vhost, self, message, "maxlen")
 
     def _ready_bytes(self) -> int:
         """The body bytes of the ready messages: what ``x-max-length-bytes`` bounds."""
@@ -312,7 +376,7 @@ class Queue:
             if expires_at > now:
                 self._schedule_ttl(expires_at)
                 return
-            dead_letter(self.broker, self, ready.popleft(), "expired")
+            dead_letter(self.vhost, self, ready.popleft(), "expired")
 
     def _schedule_ttl(self, when: float) -> None:
         loop = running_loop()
@@ -331,7 +395,7 @@ class Queue:
         self.ttl_timer = None
         if not self.deleted:
             self.expire_head()
-            self.broker._wake()
+            self.vhost.wake()
 
     # -- x-expires -----------------------------------------------------------------------------
 
@@ -357,5 +421,5 @@ class Queue:
     def _on_expired(self) -> None:
         self.expiry_timer = None
         if not self.deleted and not self.consumers:
-            log.debug("memory broker %r: queue %r expired (x-expires)", self.broker.name, self.name)
-            self.broker._delete_queue(self)
+            log.debug("memory broker %r: queue %r expired (x-expires)", self.vhost.name, self.name)
+            self.vhost.delete_queue(self)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import BrokerConnectionError, BrokerError, PublishError
-from .._topology import ConsumerSpec, Topology
-from ._base import OutgoingProperties, SessionHooks
-from ._wire import check_header_frame
-from .memory import MemoryConnection, _parse_memory_url, broker_for_url
+from ..._errors import BrokerConnectionError, BrokerError, PublishError
+from ..._topology import ConsumerSpec, Topology
+from .._base import OutgoingProperties, SessionHooks
+from .._wire import check_header_frame
+from ._broker import broker_for_url
+from ._connection import MemoryConnection
+from ._registry import parse_memory_url
 
 __all__ = ["MemoryOpener", "MemorySession"]
 
@@ -22,7 +24,7 @@ class MemoryOpener:
     """Opens sessions on the broker a ``memory://[name]`` URL names."""
 
     def __init__(self, url: str) -> None:
-        _parse_memory_url(url)  # ConfigurationError for a malformed memory:// URL
+        parse_memory_url(url)  # ConfigurationError for a malformed memory:// URL
         self._url = url
 
     async def __call__(self, hooks: SessionHooks) -> MemorySession:
@@ -67,11 +69,11 @@ class MemorySession:
         connection = self._open("declare")
         broker = connection.broker
         for exchange in topology.exchanges:
-            broker.declare_exchange(exchange)
+            broker._declare_exchange_spec(exchange)
         for queue in topology.queues:
-            broker.declare_queue(queue, connection=connection)
+            broker._declare_queue_spec(queue, connection=connection)
         for binding in topology.bindings:
-            broker.bind(binding, connection=connection)
+            broker._bind_spec(binding, connection=connection)
 
     async def consume(self, spec: ConsumerSpec) -> str:
         return self._open("consume").consume(
