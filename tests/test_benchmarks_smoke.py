@@ -17,9 +17,15 @@ from benchmarks.report import render, summarize, write_json
 from benchmarks.runner import WORKLOADS, Options, run_benchmarks
 
 
-async def test_every_workload_delivers_every_message(amqp_url: str, tmp_path: Path) -> None:
+async def test_every_workload_delivers_every_message(
+    amqp_events_rabbitmq_url: str, tmp_path: Path
+) -> None:
     options = Options(
-        messages=300, runs=1, latency_seconds=0.3, memory_messages=2_000, url=amqp_url
+        messages=300,
+        runs=1,
+        latency_seconds=0.3,
+        memory_messages=2_000,
+        url=amqp_events_rabbitmq_url,
     )
 
     report = await run_benchmarks(options)

@@ -15,8 +15,8 @@ from amqp_events._cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_cli(broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--url", broker_url]) == 0
+def test_demo_cli(amqp_events_broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", amqp_events_broker_url]) == 0
     out = capsys.readouterr().out
     assert out.count("[stat-service] Order.Created") == 3
     assert out.count("[shipping-service] Order.Created") == 3
@@ -39,13 +39,13 @@ def test_demo_as_module_on_memory_by_default() -> None:
     assert "demo: broker memory://" in result.stdout
 
 
-def test_quickstart_runs(broker_url: str) -> None:
+def test_quickstart_runs(amqp_events_broker_url: str) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "AMQP_URL": broker_url},
+        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -70,13 +70,13 @@ def test_readme_starts_with_the_two_commands() -> None:
     )
 
 
-def test_request_response_example_runs(broker_url: str) -> None:
+def test_request_response_example_runs(amqp_events_broker_url: str) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "request_response.py")],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "AMQP_URL": broker_url},
+        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -4,10 +4,13 @@
   empty and every handler returned, and get back what was handled, dead-lettered and published
   (an ``Outcome`` of ``Handled``, ``DeadLettered`` and ``Published`` records), without sleeps.
 - The pytest plugin (``amqp_events.testing._plugin``, loaded automatically) provides the
-  fixtures ``memory_broker``, ``broker_url`` (runs a test on the in-memory broker and on
-  RabbitMQ), ``connection_factory`` (a ``ConnectionFactory``), ``amqp_url``,
-  ``rabbitmq_broker`` (a ``BrokerHandle``), ``rabbitmq_vhost``, ``rabbitmq_vhost_url`` and
-  ``rabbitmq_admin`` (a ``VhostView``), and the markers ``rabbitmq`` and ``disruptive``.
+  fixtures, all prefixed ``amqp_events_`` so that they cannot clash with a project's own:
+  ``amqp_events_memory_broker``, ``amqp_events_broker_url`` (runs a test on the in-memory
+  broker and on RabbitMQ), ``amqp_events_connection_factory`` (a ``ConnectionFactory``),
+  ``amqp_events_rabbitmq_url``, ``amqp_events_rabbitmq_broker`` (a ``BrokerHandle``),
+  ``amqp_events_rabbitmq_vhost``, ``amqp_events_rabbitmq_vhost_url`` and
+  ``amqp_events_rabbitmq_admin`` (a ``VhostView``), and the markers ``rabbitmq`` and
+  ``disruptive``.
 - Without pytest: ``find_broker`` finds a RabbitMQ (``AMQP_URL``, a local one, else a
   testcontainers container) or raises ``BrokerNotFoundError``; the ``BrokerHandle`` it returns
   makes and deletes vhosts (``VhostAdminError`` when it cannot).

@@ -170,7 +170,8 @@ class BrokerHandle:
         return url_with_vhost(self.url, vhost)
 
     def vhost_view(self, vhost: str) -> VhostView:
-        """``vhost``'s queues and bindings, as the ``rabbitmq_admin`` fixture shows them."""
+        """``vhost``'s queues and bindings, as the ``amqp_events_rabbitmq_admin`` fixture shows
+        them."""
         return VhostView(self.vhost_admin(), vhost, self.vhost_url(vhost))
 
     def delete_vhost(self, vhost: str) -> None:

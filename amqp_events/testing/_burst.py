@@ -32,8 +32,9 @@ __all__ = [
 
 
 class ConnectionFactory(Protocol):
-    """What the ``connection_factory`` fixture hands a test: ``make("orders", **options)``
-    makes a ``Connection`` named ``orders`` to the test's broker, closed after the test."""
+    """What the ``amqp_events_connection_factory`` fixture hands a test:
+    ``make("orders", **options)`` makes a ``Connection`` named ``orders`` to the test's broker,
+    closed after the test."""
 
     def __call__(self, service_name: str, **options: Any) -> Connection: ...
 

@@ -24,15 +24,15 @@ from ._vhost_admin import VhostAdminError, VhostView
 __all__ = [
     "ENV_DISRUPTIVE",
     "ENV_REQUIRE_BROKER",
-    "amqp_url",
-    "broker_url",
-    "memory_broker",
+    "amqp_events_broker_url",
+    "amqp_events_memory_broker",
+    "amqp_events_rabbitmq_admin",
+    "amqp_events_rabbitmq_broker",
+    "amqp_events_rabbitmq_url",
+    "amqp_events_rabbitmq_vhost",
+    "amqp_events_rabbitmq_vhost_url",
     "pytest_collection_modifyitems",
     "pytest_configure",
-    "rabbitmq_admin",
-    "rabbitmq_broker",
-    "rabbitmq_vhost",
-    "rabbitmq_vhost_url",
 ]
 
 ENV_REQUIRE_BROKER = "AMQP_EVENTS_REQUIRE_BROKER"
@@ -42,7 +42,13 @@ ENV_DISRUPTIVE = "AMQP_EVENTS_DISRUPTIVE"
 
 # Fixtures that need a broker: a test using any of them gets the ``rabbitmq`` marker.
 _BROKER_FIXTURES = frozenset(
-    {"rabbitmq_broker", "amqp_url", "rabbitmq_vhost", "rabbitmq_vhost_url", "rabbitmq_admin"}
+    {
+        "amqp_events_rabbitmq_broker",
+        "amqp_events_rabbitmq_url",
+        "amqp_events_rabbitmq_vhost",
+        "amqp_events_rabbitmq_vhost_url",
+        "amqp_events_rabbitmq_admin",
+    }
 )
 
 
@@ -77,7 +83,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_broker() -> Iterator[BrokerHandle]:
+def amqp_events_rabbitmq_broker() -> Iterator[BrokerHandle]:
     """The broker of this session (:func:`amqp_events.testing.find_broker`).
 
     ``AMQP_URL`` if set, else RabbitMQ on 127.0.0.1:5672, else a testcontainers container,
@@ -101,20 +107,21 @@ def rabbitmq_broker() -> Iterator[BrokerHandle]:
 
 
 @pytest.fixture(scope="session")
-def amqp_url(rabbitmq_broker: BrokerHandle) -> str:
-    """AMQP URL of the session's broker, default vhost; prefer ``rabbitmq_vhost_url``."""
-    return rabbitmq_broker.url
+def amqp_events_rabbitmq_url(amqp_events_rabbitmq_broker: BrokerHandle) -> str:
+    """AMQP URL of the session's broker, default vhost; prefer
+    ``amqp_events_rabbitmq_vhost_url``."""
+    return amqp_events_rabbitmq_broker.url
 
 
 @pytest.fixture
-def rabbitmq_vhost(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
+def amqp_events_rabbitmq_vhost(amqp_events_rabbitmq_broker: BrokerHandle) -> Iterator[str]:
     """Name of a vhost made for this test alone (``amqp-events-test-<hex>``).
 
     The URL's user gets full permissions on it. It is deleted after the test, passed or
     failed, with everything declared in it. The test fails if vhosts cannot be created.
     """
     try:
-        vhost = rabbitmq_broker.create_vhost()
+        vhost = amqp_events_rabbitmq_broker.create_vhost()
     except VhostAdminError as exc:
         problem = str(exc)  # failed outside the except: no chained traceback
     else:
@@ -124,43 +131,49 @@ def rabbitmq_vhost(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
     try:
         yield vhost
     finally:
-        rabbitmq_broker.delete_vhost(vhost)
+        amqp_events_rabbitmq_broker.delete_vhost(vhost)
 
 
 @pytest.fixture
-def rabbitmq_vhost_url(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> str:
-    """AMQP URL of the broker pointing into this test's own vhost (``rabbitmq_vhost``)."""
-    return rabbitmq_broker.vhost_url(rabbitmq_vhost)
+def amqp_events_rabbitmq_vhost_url(
+    amqp_events_rabbitmq_broker: BrokerHandle, amqp_events_rabbitmq_vhost: str
+) -> str:
+    """AMQP URL of the broker pointing into this test's own vhost
+    (``amqp_events_rabbitmq_vhost``)."""
+    return amqp_events_rabbitmq_broker.vhost_url(amqp_events_rabbitmq_vhost)
 
 
 @pytest.fixture
-def rabbitmq_admin(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> VhostView:
+def amqp_events_rabbitmq_admin(
+    amqp_events_rabbitmq_broker: BrokerHandle, amqp_events_rabbitmq_vhost: str
+) -> VhostView:
     """Inspects this test's vhost: ``queues()``, ``queue(name)`` and ``bindings()``.
 
     They return plain dicts of one shape whether the management API or ``rabbitmqctl``
     answered, e.g. ``{"name": ..., "durable": ..., "arguments": {"x-expires": ...}}``.
     The calls block (``rabbitmqctl`` takes about half a second).
     """
-    return rabbitmq_broker.vhost_view(rabbitmq_vhost)
+    return amqp_events_rabbitmq_broker.vhost_view(amqp_events_rabbitmq_vhost)
 
 
 @pytest.fixture
-def memory_broker() -> Iterator[MemoryBroker]:
-    """A fresh in-memory broker; connect to it with ``Connection(name, memory_broker.url)``."""
+def amqp_events_memory_broker() -> Iterator[MemoryBroker]:
+    """A fresh in-memory broker; connect to it with
+    ``Connection(name, amqp_events_memory_broker.url)``."""
     broker = MemoryBroker()
     yield broker
     broker.reset()
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
-def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def amqp_events_broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs the test twice: on a fresh in-memory broker, and on a fresh RabbitMQ vhost."""
     if request.param == "memory":
         broker = MemoryBroker()
         yield broker.url
         broker.reset()
     else:
-        yield request.getfixturevalue("rabbitmq_vhost_url")
+        yield request.getfixturevalue("amqp_events_rabbitmq_vhost_url")
 
 
 try:  # the async fixture needs pytest-asyncio; the rest of the plugin does not
@@ -168,16 +181,19 @@ try:  # the async fixture needs pytest-asyncio; the rest of the plugin does not
 except ImportError:  # pragma: no cover - exercised only where pytest-asyncio is missing
     pass
 else:
-    __all__ += ["connection_factory"]
+    __all__ += ["amqp_events_connection_factory"]
 
     @pytest_asyncio.fixture
-    async def connection_factory(broker_url: str) -> AsyncIterator[ConnectionFactory]:
-        """``connection_factory("orders", **options)`` makes a ``Connection`` to ``broker_url``
-        (so the test runs on both brokers); every one is closed after the test."""
+    async def amqp_events_connection_factory(
+        amqp_events_broker_url: str,
+    ) -> AsyncIterator[ConnectionFactory]:
+        """``amqp_events_connection_factory("orders", **options)`` makes a ``Connection`` to
+        ``amqp_events_broker_url`` (so the test runs on both brokers); every one is closed after
+        the test."""
         made: list[Connection] = []
 
         def make(service_name: str, **options: Any) -> Connection:
-            connection = Connection(service_name, broker_url, **options)
+            connection = Connection(service_name, amqp_events_broker_url, **options)
             made.append(connection)
             return connection
 

@@ -2,7 +2,8 @@
 
 :class:`VhostAdmin` creates, deletes and inspects vhosts; ``_management_api`` and
 ``_rabbitmqctl`` implement it, and ``_broker.choose_vhost_admin`` picks the one that works.
-:class:`VhostView` is an admin bound to one vhost: what the ``rabbitmq_admin`` fixture gives.
+:class:`VhostView` is an admin bound to one vhost: what the ``amqp_events_rabbitmq_admin``
+fixture gives.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class VhostAdminError(AmqpEventsError):
 
 
 class QueueInfo(TypedDict):
-    """A queue as ``rabbitmq_admin.queues()`` returns it, whichever admin answered."""
+    """A queue as ``amqp_events_rabbitmq_admin.queues()`` returns it, whichever admin answered."""
 
     name: str
     vhost: str
@@ -46,7 +47,8 @@ class QueueInfo(TypedDict):
 
 
 class BindingInfo(TypedDict):
-    """A binding as ``rabbitmq_admin.bindings()`` returns it, whichever admin answered."""
+    """A binding as ``amqp_events_rabbitmq_admin.bindings()`` returns it, whichever admin
+    answered."""
 
     source: str
     destination: str
@@ -105,7 +107,7 @@ def sorted_bindings(bindings: list[BindingInfo]) -> list[BindingInfo]:
 
 
 class VhostView:
-    """One test's vhost, inspected: what the ``rabbitmq_admin`` fixture gives.
+    """One test's vhost, inspected: what the ``amqp_events_rabbitmq_admin`` fixture gives.
 
     ``queues()``, ``queue(name)`` and ``bindings()`` return plain dicts of one shape
     (:class:`QueueInfo`, :class:`BindingInfo`) whether the management API or ``rabbitmqctl``

@@ -44,9 +44,9 @@ async def start_services(make: Callable[[str], Connection]) -> tuple[Connection,
 
 
 # 1. Fast, no broker: the in-memory broker follows RabbitMQ's rules.
-async def test_in_memory(memory_broker: MemoryBroker) -> None:
+async def test_in_memory(amqp_events_memory_broker: MemoryBroker) -> None:
     def make(name: str) -> Connection:
-        return Connection(name, memory_broker.url)
+        return Connection(name, amqp_events_memory_broker.url)
 
     shipping, publisher = await start_services(make)
     outcome = await run_until_idle(
@@ -63,11 +63,11 @@ async def test_in_memory(memory_broker: MemoryBroker) -> None:
 
 # 2. On RabbitMQ: AMQP_URL, else a local broker, else a testcontainers container; each test on
 #    a vhost of its own, deleted afterwards.
-async def test_on_rabbitmq(rabbitmq_vhost_url: str) -> None:
+async def test_on_rabbitmq(amqp_events_rabbitmq_vhost_url: str) -> None:
     connections: list[Connection] = []
 
     def make(name: str) -> Connection:
-        connections.append(Connection(name, rabbitmq_vhost_url))
+        connections.append(Connection(name, amqp_events_rabbitmq_vhost_url))
         return connections[-1]
 
     shipping, publisher = await start_services(make)
@@ -77,8 +77,8 @@ async def test_on_rabbitmq(rabbitmq_vhost_url: str) -> None:
         await connection.close()
 
 
-# 3. One test, run on both brokers: connection_factory closes what it made.
-async def test_on_both(connection_factory: Callable[[str], Connection]) -> None:
-    shipping, publisher = await start_services(connection_factory)
+# 3. One test, run on both brokers: amqp_events_connection_factory closes what it made.
+async def test_on_both(amqp_events_connection_factory: Callable[[str], Connection]) -> None:
+    shipping, publisher = await start_services(amqp_events_connection_factory)
     outcome = await run_until_idle(shipping, publish=[(publisher, OrderCreated(id="4", amount=2))])
     assert outcome.events("shipping") == [OrderCreated(id="4", amount=2)]

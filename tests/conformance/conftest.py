@@ -1,6 +1,6 @@
-"""The ``broker`` fixture: like ``broker_url``, with the broker itself at hand.
+"""The ``broker`` fixture: like ``amqp_events_broker_url``, with the broker itself at hand.
 
-Most conformance tests only need a URL and use ``broker_url`` (amqp_events.testing). The
+Most conformance tests only need a URL and use ``amqp_events_broker_url`` (amqp_events.testing). The
 few that must act on the broker (cut every connection, look at the redelivered flag of a
 message waiting in a queue) use ``broker`` instead: the same two backends, a fresh
 ``MemoryBroker`` or a fresh RabbitMQ vhost.
@@ -69,4 +69,4 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
         yield BrokerUnderTest(memory.url, memory)
         memory.reset()
     else:
-        yield BrokerUnderTest(request.getfixturevalue("rabbitmq_vhost_url"), None)
+        yield BrokerUnderTest(request.getfixturevalue("amqp_events_rabbitmq_vhost_url"), None)

@@ -52,21 +52,21 @@ def collect_ids(into: Collector[str]) -> Callable[[Msg], Awaitable[None]]:
     return on_msg
 
 
-async def test_publish_subscribe(broker_url: str) -> None:
+async def test_publish_subscribe(amqp_events_broker_url: str) -> None:
     """Watermill ``TestPublishSubscribe``: 100 messages published before the subscriber runs
     all arrive, each once, with payload and metadata (headers) intact; after the subscriber is
     closed nothing more is delivered to it."""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     messages = new_messages(100)
     metadata = {m.id: {"test": uuid.uuid4().hex} for m in messages}
     got: Collector[tuple[Msg, dict[str, Any]]] = Collector()
-    subscriber = Connection("subscriber", broker_url)
+    subscriber = Connection("subscriber", amqp_events_broker_url)
 
     @subscriber.event_stream_consumer(KEY)
     async def on_msg(event: Msg, headers: Headers) -> None:
         got.add((event, dict(headers)))
 
-    async with publishing(broker_url, ROUTE) as publisher:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher:
         await publish_in_order(publisher, messages, metadata)
         async with subscriber:
             await subscriber.start()
@@ -82,24 +82,24 @@ async def test_publish_subscribe(broker_url: str) -> None:
 
         # The subscriber is closed: a new message waits in its queue, no handler sees it.
         await publisher.publish(Msg(id="after-close", n=-1))
-        assert await queue_depth(broker_url, service_queue("subscriber")) == 1
+        assert await queue_depth(amqp_events_broker_url, service_queue("subscriber")) == 1
         assert len(got.items) == len(messages)
 
 
-async def test_concurrent_subscribe(broker_url: str) -> None:
+async def test_concurrent_subscribe(amqp_events_broker_url: str) -> None:
     """Watermill ``TestConcurrentSubscribe``: several connections of one service share its
     queue. A backlog published before they subscribe and messages published while they run are
     each handled exactly once by the service, and the work is spread over all connections.
     Another service bound to the same key gets its own copy of every message."""
     workers = 5
-    await subscribe_initialize(broker_url, "workers", KEY)
-    await subscribe_initialize(broker_url, "audit", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "workers", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "audit", KEY)
     backlog, live = new_messages(50), new_messages(100, start=50)
     worked: Collector[tuple[int, str]] = Collector()
     audited: Collector[str] = Collector()
 
     def worker(index: int) -> Connection:
-        conn = Connection("workers", broker_url)
+        conn = Connection("workers", amqp_events_broker_url)
 
         @conn.event_stream_consumer(KEY)
         async def on_msg(event: Msg) -> None:
@@ -107,14 +107,14 @@ async def test_concurrent_subscribe(broker_url: str) -> None:
 
         return conn
 
-    audit = Connection("audit", broker_url)
+    audit = Connection("audit", amqp_events_broker_url)
 
     @audit.event_stream_consumer(KEY)
     async def on_audit(event: Msg) -> None:
         audited.add(event.id)
 
     connections = [worker(i) for i in range(workers)]
-    async with AsyncExitStack() as stack, publishing(broker_url, ROUTE) as publisher:
+    async with AsyncExitStack() as stack, publishing(amqp_events_broker_url, ROUTE) as publisher:
         for conn in [*connections, audit]:
             await stack.enter_async_context(conn)
         await publish_in_order(publisher, backlog)
@@ -130,17 +130,17 @@ async def test_concurrent_subscribe(broker_url: str) -> None:
     assert sorted(per_connection) == list(range(workers)), per_connection
 
 
-async def test_consumer_groups(broker_url: str) -> None:
+async def test_consumer_groups(amqp_events_broker_url: str) -> None:
     """Watermill ``TestConsumerGroups``: two services (consumer groups), created before the
     publish and each running two connections, both get every message exactly once."""
     groups = ("group-1", "group-2")
     for group in groups:
-        await subscribe_initialize(broker_url, group, KEY)
+        await subscribe_initialize(amqp_events_broker_url, group, KEY)
     messages = new_messages(50)
     got: dict[str, Collector[str]] = {group: Collector() for group in groups}
 
     def member(group: str) -> Connection:
-        conn = Connection(group, broker_url)
+        conn = Connection(group, amqp_events_broker_url)
 
         @conn.event_stream_consumer(KEY)
         async def on_msg(event: Msg) -> None:
@@ -148,7 +148,7 @@ async def test_consumer_groups(broker_url: str) -> None:
 
         return conn
 
-    async with publishing(broker_url, ROUTE) as publisher:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher:
         await publish_in_order(publisher, messages)
         async with AsyncExitStack() as stack:
             for group in groups:
@@ -161,17 +161,17 @@ async def test_consumer_groups(broker_url: str) -> None:
         assert sorted(got[group].items) == sorted(ids(messages)), group
 
 
-async def test_resend_on_error(broker_url: str) -> None:
+async def test_resend_on_error(amqp_events_broker_url: str) -> None:
     """Watermill ``TestResendOnError``: a handler that fails (Watermill's ``Nack``) gets the
     message again, payload and headers intact, and once it succeeds the message is acked:
     handled successfully once, gone from the queue."""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     messages = new_messages(20)
     failing = {m.id for m in messages if m.n % 5 == 0}
     metadata = {m.id: {"test": uuid.uuid4().hex} for m in messages}
     attempts: Collector[tuple[Msg, str]] = Collector()
     succeeded: Collector[str] = Collector()
-    subscriber = Connection("subscriber", broker_url)
+    subscriber = Connection("subscriber", amqp_events_broker_url)
 
     @subscriber.event_stream_consumer(KEY)
     async def on_msg(event: Msg, headers: Headers) -> None:
@@ -180,7 +180,7 @@ async def test_resend_on_error(broker_url: str) -> None:
             raise RuntimeError(f"nack {event.id}")
         succeeded.add(event.id)
 
-    async with publishing(broker_url, ROUTE) as publisher, subscriber:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher, subscriber:
         await subscriber.start()
         await publish_in_order(publisher, messages, metadata)
         await succeeded.wait(len(messages), within=30)
@@ -192,18 +192,18 @@ async def test_resend_on_error(broker_url: str) -> None:
     for event, test_header in attempts.items:
         assert event == by_id[event.id]
         assert test_header == metadata[event.id]["test"]
-    assert await queue_depth(broker_url, service_queue("subscriber")) == 0
+    assert await queue_depth(amqp_events_broker_url, service_queue("subscriber")) == 0
 
 
-async def test_no_ack(broker_url: str) -> None:
+async def test_no_ack(amqp_events_broker_url: str) -> None:
     """Watermill ``TestNoAck``: with a prefetch of 1, the next message is not delivered while
     the handler of the current one has not finished (not acked); it comes once the first is
     acked, and an acked message is not delivered again."""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     first, second = new_messages(2)
     release = asyncio.Event()
     got: Collector[str] = Collector()
-    subscriber = Connection("subscriber", broker_url)
+    subscriber = Connection("subscriber", amqp_events_broker_url)
 
     @subscriber.event_stream_consumer(KEY)
     async def on_msg(event: Msg) -> None:
@@ -211,7 +211,7 @@ async def test_no_ack(broker_url: str) -> None:
         if event.id == first.id:
             await release.wait()
 
-    async with publishing(broker_url, ROUTE) as publisher, subscriber:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher, subscriber:
         await publish_in_order(publisher, [first, second])
         await subscriber.start(with_prefetch_limit(1))
         try:
@@ -223,7 +223,7 @@ async def test_no_ack(broker_url: str) -> None:
         assert await got.wait(2) == [first.id, second.id]
         await got.settle(0.3)
         assert got.items == [first.id, second.id], "an acked message came again"
-    assert await queue_depth(broker_url, service_queue("subscriber")) == 0
+    assert await queue_depth(amqp_events_broker_url, service_queue("subscriber")) == 0
 
 
 async def test_no_ack_redelivered_after_subscriber_closes(broker: BrokerUnderTest) -> None:
@@ -300,32 +300,32 @@ class BatchSubscriber:
             self.hold.set()
 
 
-async def test_continue_after_subscribe_close(broker_url: str) -> None:
+async def test_continue_after_subscribe_close(amqp_events_broker_url: str) -> None:
     """Watermill ``TestContinueAfterSubscribeClose``: subscribers come and go, each handling a
     batch and closing with more messages in flight. No message is lost: together they handle
     every message, none twice, and no handler starts after its connection's ``close()``."""
     total, batch = 40, 10
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     messages = new_messages(total)
     handled: Collector[str] = Collector()
     late: list[str] = []
 
-    async with publishing(broker_url, ROUTE) as publisher:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher:
         await publish_in_order(publisher, messages)
         for _ in range(2 * total // batch):
             remaining = total - len(set(handled.items))
             if remaining == 0:
                 break
-            subscriber = BatchSubscriber(broker_url, batch, handled, late)
+            subscriber = BatchSubscriber(amqp_events_broker_url, batch, handled, late)
             await subscriber.run(len(handled.items) + min(batch, remaining))
 
     assert late == []
     assert sorted(set(handled.items)) == sorted(ids(messages))
     assert len(handled.items) == total, Counter(handled.items).most_common(3)
-    assert await queue_depth(broker_url, service_queue("subscriber")) == 0
+    assert await queue_depth(amqp_events_broker_url, service_queue("subscriber")) == 0
 
 
-async def test_concurrent_close(broker_url: str) -> None:
+async def test_concurrent_close(amqp_events_broker_url: str) -> None:
     """Watermill ``TestConcurrentClose``: ten subscribers of one service started and closed
     concurrently leave it working: a later subscriber gets every message published after."""
 
@@ -333,7 +333,7 @@ async def test_concurrent_close(broker_url: str) -> None:
         raise AssertionError("nothing was published yet")
 
     async def start_and_close() -> None:
-        async with Connection("subscriber", broker_url) as conn:
+        async with Connection("subscriber", amqp_events_broker_url) as conn:
             await conn.start(event_stream_consumer(KEY, ignore))
 
     await asyncio.gather(*(start_and_close() for _ in range(10)))
@@ -343,24 +343,24 @@ async def test_concurrent_close(broker_url: str) -> None:
     async def on_msg(event: Msg) -> None:
         got.add(event.id)
 
-    async with publishing(broker_url, ROUTE) as publisher:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher:
         await publish_in_order(publisher, messages)
-    async with Connection("subscriber", broker_url) as conn:
+    async with Connection("subscriber", amqp_events_broker_url) as conn:
         await conn.start(event_stream_consumer(KEY, on_msg))
         assert sorted(await got.wait(len(messages))) == sorted(ids(messages))
 
 
-async def test_continue_after_errors(broker_url: str) -> None:
+async def test_continue_after_errors(amqp_events_broker_url: str) -> None:
     """Watermill ``TestContinueAfterErrors``, adapted: a handler that keeps failing on some
     messages does not stop the subscriber; every other message is still handled, once.
     (Watermill's nacked messages come back forever; ours are retried a bounded number of
     times, so the failing ones are not expected to succeed.)"""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     messages = new_messages(30)
     poison = {m.id for m in messages if m.n % 10 == 3}
     failures: Collector[str] = Collector()
     handled: Collector[str] = Collector()
-    subscriber = Connection("subscriber", broker_url, shutdown_timeout=1)
+    subscriber = Connection("subscriber", amqp_events_broker_url, shutdown_timeout=1)
 
     @subscriber.event_stream_consumer(KEY)
     async def on_msg(event: Msg) -> None:
@@ -369,7 +369,7 @@ async def test_continue_after_errors(broker_url: str) -> None:
             raise RuntimeError(f"cannot handle {event.id}")
         handled.add(event.id)
 
-    async with publishing(broker_url, ROUTE) as publisher, subscriber:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher, subscriber:
         await publish_in_order(publisher, messages)
         await subscriber.start()
         good = [m.id for m in messages if m.id not in poison]
@@ -382,11 +382,11 @@ SEQUENCE_KEYS = [f"Seq.k{i}" for i in range(16)]
 SEQUENCE_TYPES = [create_model(f"Seq{i}", __base__=Msg) for i in range(len(SEQUENCE_KEYS))]
 
 
-async def test_publish_subscribe_in_order(broker_url: str) -> None:
+async def test_publish_subscribe_in_order(amqp_events_broker_url: str) -> None:
     """Watermill ``TestPublishSubscribeInOrder``: messages of 16 kinds (routing keys) published
     one after another, half before the subscriber runs and half while it runs, reach a single
     subscriber with a prefetch of 1 in publish order for every kind."""
-    await subscribe_initialize(broker_url, "ordered", "Seq.*")
+    await subscribe_initialize(amqp_events_broker_url, "ordered", "Seq.*")
     events = [SEQUENCE_TYPES[i % 16](id=uuid.uuid4().hex, n=i) for i in range(160)]
     got: Collector[Msg] = Collector()
 
@@ -395,8 +395,8 @@ async def test_publish_subscribe_in_order(broker_url: str) -> None:
 
     routes = [Route(t, k) for t, k in zip(SEQUENCE_TYPES, SEQUENCE_KEYS, strict=True)]
     async with (
-        publishing(broker_url, *routes) as publisher,
-        Connection("ordered", broker_url) as subscriber,
+        publishing(amqp_events_broker_url, *routes) as publisher,
+        Connection("ordered", amqp_events_broker_url) as subscriber,
     ):
         await publish_in_order(publisher, events[:80])
         await subscriber.start(event_stream_consumer("Seq.*", on_msg, Msg), with_prefetch_limit(1))
@@ -413,7 +413,7 @@ TopicOne = create_model("TopicOne", __base__=Msg)
 TopicTwo = create_model("TopicTwo", __base__=Msg)
 
 
-async def test_topic(broker_url: str) -> None:
+async def test_topic(amqp_events_broker_url: str) -> None:
     """Watermill ``TestTopic``: a subscriber gets only the topics (routing keys) it subscribed
     to, and each of a service's handlers only its own key."""
     both: dict[str, Collector[str]] = {"one": Collector(), "two": Collector()}
@@ -432,9 +432,11 @@ async def test_topic(broker_url: str) -> None:
         only_two.add(event.id)
 
     async with (
-        Connection("both-topics", broker_url) as both_conn,
-        Connection("topic-two", broker_url) as two_conn,
-        publishing(broker_url, Route(TopicOne, "Topic.One"), Route(TopicTwo, "Topic.Two")) as pub,
+        Connection("both-topics", amqp_events_broker_url) as both_conn,
+        Connection("topic-two", amqp_events_broker_url) as two_conn,
+        publishing(
+            amqp_events_broker_url, Route(TopicOne, "Topic.One"), Route(TopicTwo, "Topic.Two")
+        ) as pub,
     ):
         await both_conn.start(
             event_stream_consumer("Topic.One", on_one, Msg),
@@ -448,11 +450,11 @@ async def test_topic(broker_url: str) -> None:
         assert both["one"].items == ["b"]
 
 
-async def test_new_subscriber_receives_only_new_messages(broker_url: str) -> None:
+async def test_new_subscriber_receives_only_new_messages(amqp_events_broker_url: str) -> None:
     """Watermill ``TestNewSubscriberReceivesOldMessages``, for the opposite feature RabbitMQ
     has: a transient subscriber gets exactly the messages published after it subscribed, while
     a service's durable queue keeps what was published while the service was away."""
-    await subscribe_initialize(broker_url, "durable", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "durable", KEY)
     messages = new_messages(4)
     transient: list[Collector[str]] = []
     durable: Collector[str] = Collector()
@@ -461,11 +463,11 @@ async def test_new_subscriber_receives_only_new_messages(broker_url: str) -> Non
         durable.add(event.id)
 
     async with AsyncExitStack() as stack:
-        publisher = await stack.enter_async_context(publishing(broker_url, ROUTE))
+        publisher = await stack.enter_async_context(publishing(amqp_events_broker_url, ROUTE))
         await publisher.publish(messages[0])  # before any transient subscriber
         for joined, message in enumerate(messages[1:], start=1):
             got: Collector[str] = Collector()
-            conn = await stack.enter_async_context(Connection("viewer", broker_url))
+            conn = await stack.enter_async_context(Connection("viewer", amqp_events_broker_url))
             await conn.start(
                 transient_event_stream_consumer(KEY, collect_ids(got), Msg),
                 with_prefetch_limit(1),
@@ -475,22 +477,22 @@ async def test_new_subscriber_receives_only_new_messages(broker_url: str) -> Non
             for subscribed, collector in enumerate(transient, start=1):
                 expected = ids(messages[subscribed : joined + 1])
                 assert await collector.wait(len(expected)) == expected
-        conn = await stack.enter_async_context(Connection("durable", broker_url))
+        conn = await stack.enter_async_context(Connection("durable", amqp_events_broker_url))
         await conn.start(event_stream_consumer(KEY, on_durable), with_prefetch_limit(1))
         assert await durable.wait(len(messages)) == ids(messages)
 
 
-async def test_publisher_close(broker_url: str) -> None:
+async def test_publisher_close(amqp_events_broker_url: str) -> None:
     """Watermill ``TestPublisherClose``: many messages published by 20 concurrent publishers,
     then the publishing connection is closed at once; every publish that returned is consumed
     exactly once, and publishing after close fails clearly."""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     messages = new_messages(500)
     pending: asyncio.Queue[Msg] = asyncio.Queue()
     for message in messages:
         pending.put_nowait(message)
 
-    async with publishing(broker_url, ROUTE) as publisher:
+    async with publishing(amqp_events_broker_url, ROUTE) as publisher:
 
         async def publish_worker() -> None:
             while not pending.empty():
@@ -509,7 +511,7 @@ async def test_publisher_close(broker_url: str) -> None:
     async def on_msg(event: Msg) -> None:
         got.add(event.id)
 
-    async with Connection("subscriber", broker_url) as subscriber:
+    async with Connection("subscriber", amqp_events_broker_url) as subscriber:
         await subscriber.start(event_stream_consumer(KEY, on_msg))
         assert sorted(await got.wait(len(messages))) == sorted(ids(messages))
         await got.settle()
@@ -539,15 +541,17 @@ async def publish_then_close(
     return confirmed, [r for r in results if r is not None and not isinstance(r, PublishError)]
 
 
-async def test_publisher_close_while_publishing(broker_url: str) -> None:
+async def test_publisher_close_while_publishing(amqp_events_broker_url: str) -> None:
     """Watermill ``TestPublisherClose``, closing mid-stream, repeated as Watermill's
     ``TestPubSubStressTest`` repeats its cases (the race is narrow): the publishing connection
     closes while publishes are in flight. Each publish either returns, and then its message is
     consumed, or raises ``PublishError``; none hangs or fails with anything else."""
-    await subscribe_initialize(broker_url, "subscriber", KEY)
+    await subscribe_initialize(amqp_events_broker_url, "subscriber", KEY)
     confirmed: set[str] = set()
     for round_ in range(100):
-        confirmed_now, unexpected = await publish_then_close(broker_url, 30, close_after=5)
+        confirmed_now, unexpected = await publish_then_close(
+            amqp_events_broker_url, 30, close_after=5
+        )
         confirmed |= confirmed_now
         assert unexpected == [], f"round {round_}: {[(type(e), e) for e in unexpected]}"
 
@@ -556,7 +560,7 @@ async def test_publisher_close_while_publishing(broker_url: str) -> None:
     async def on_msg(event: Msg) -> None:
         got.add(event.id)
 
-    async with Connection("subscriber", broker_url) as subscriber:
+    async with Connection("subscriber", amqp_events_broker_url) as subscriber:
         await subscriber.start(event_stream_consumer(KEY, on_msg))
         async with asyncio.timeout(20):
             while not confirmed <= set(got.items):

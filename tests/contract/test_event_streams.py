@@ -41,12 +41,12 @@ def order_publisher() -> Publisher:
     return Publisher(Route(OrderCreated, "Order.Created"), Route(OrderUpdated, "Order.Updated"))
 
 
-async def test_two_services_two_types(broker_url: str) -> None:
+async def test_two_services_two_types(amqp_events_broker_url: str) -> None:
     stat_got: Collector[tuple[OrderCreated, Headers]] = Collector()
     shipping_got: Collector[tuple[str, BaseModel]] = Collector()
-    stat = Connection("stat", broker_url)
-    shipping = Connection("shipping", broker_url)
-    orders = Connection("orders", broker_url)
+    stat = Connection("stat", amqp_events_broker_url)
+    shipping = Connection("shipping", amqp_events_broker_url)
+    orders = Connection("orders", amqp_events_broker_url)
 
     @stat.event_stream_consumer("Order.Created")
     async def on_created(event: OrderCreated, headers: Headers) -> None:
@@ -76,7 +76,7 @@ async def test_two_services_two_types(broker_url: str) -> None:
         assert len(stat_got.items) == 1  # stat is not bound to Order.Updated
 
 
-async def test_union_resolves_only_through_its_own_connection(broker_url: str) -> None:
+async def test_union_resolves_only_through_its_own_connection(amqp_events_broker_url: str) -> None:
     """Routes made elsewhere in the process (the orders service's publisher here) do not count:
     a consumer-only connection maps its union with with_type_mapping."""
     got: Collector[BaseModel] = Collector()
@@ -85,7 +85,7 @@ async def test_union_resolves_only_through_its_own_connection(broker_url: str) -
         got.add(event)
 
     publisher = order_publisher()  # its routes exist in this process, on another connection
-    async with Connection("stat", broker_url) as stat:
+    async with Connection("stat", amqp_events_broker_url) as stat:
         with pytest.raises(ConfigurationError) as refused:
             await stat.start(event_stream_consumer("Order.#", on_order))
     message = str(refused.value)
@@ -93,7 +93,10 @@ async def test_union_resolves_only_through_its_own_connection(broker_url: str) -
     assert "with_type_mapping(Route(" in message
     assert "a Route made elsewhere in the process does not count" in message
 
-    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("stat", amqp_events_broker_url) as stat,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         await stat.start(
             with_type_mapping(*publisher.routes), event_stream_consumer("Order.#", on_order)
         )
@@ -103,20 +106,24 @@ async def test_union_resolves_only_through_its_own_connection(broker_url: str) -
         assert await got.wait(2) == [OrderUpdated(id="1", amount=2), OrderCreated(id="2", amount=3)]
 
 
-async def test_union_on_an_exact_key_needs_a_mapping_for_that_key(broker_url: str) -> None:
+async def test_union_on_an_exact_key_needs_a_mapping_for_that_key(
+    amqp_events_broker_url: str,
+) -> None:
     async def on_order(event: OrderCreated | OrderUpdated) -> None:
         pass
 
     order_publisher()
     Route(OrderCreated, "Order.Created")  # elsewhere in the process: no effect
-    async with Connection("stat", broker_url) as stat:
+    async with Connection("stat", amqp_events_broker_url) as stat:
         with pytest.raises(ConfigurationError, match=r"no type of the union is mapped to "):
             await stat.start(event_stream_consumer("Order.Created", on_order))
 
 
-async def test_key_with_no_type_of_the_union_is_dead_lettered_as_no_type(broker_url: str) -> None:
+async def test_key_with_no_type_of_the_union_is_dead_lettered_as_no_type(
+    amqp_events_broker_url: str,
+) -> None:
     got: Collector[BaseModel] = Collector()
-    async with Connection("stat", broker_url) as stat:
+    async with Connection("stat", amqp_events_broker_url) as stat:
 
         @stat.event_stream_consumer("Order.#")
         async def on_order(event: OrderCreated | OrderUpdated) -> None:
@@ -125,8 +132,12 @@ async def test_key_with_no_type_of_the_union_is_dead_lettered_as_no_type(broker_
         await stat.start(with_type_mapping(*order_publisher().routes))
         async with capture(stat) as outcome:
             body = b'{"id": "3", "amount": 1}'
-            await raw_publish(broker_url, "events.topic.exchange", "Order.Deleted", body, {})
-            await raw_publish(broker_url, "events.topic.exchange", "Order.Created", body, {})
+            await raw_publish(
+                amqp_events_broker_url, "events.topic.exchange", "Order.Deleted", body, {}
+            )
+            await raw_publish(
+                amqp_events_broker_url, "events.topic.exchange", "Order.Created", body, {}
+            )
     assert got.items == [OrderCreated(id="3", amount=1)]
     [dead] = outcome.dead_lettered
     assert (dead.routing_key, dead.reason, dead.exception_type) == (
@@ -139,7 +150,7 @@ async def test_key_with_no_type_of_the_union_is_dead_lettered_as_no_type(broker_
     assert dead.event == {"id": "3", "amount": 1}  # no type to decode with: the JSON
 
 
-async def test_shipping_like_goamqp_one_handler_two_keys(broker_url: str) -> None:
+async def test_shipping_like_goamqp_one_handler_two_keys(amqp_events_broker_url: str) -> None:
     got: Collector[BaseModel] = Collector()
 
     async def handle_order_event(event: OrderCreated | OrderUpdated, headers: Headers) -> None:
@@ -147,8 +158,8 @@ async def test_shipping_like_goamqp_one_handler_two_keys(broker_url: str) -> Non
 
     publisher = order_publisher()
     async with (
-        Connection("shipping", broker_url) as shipping,
-        Connection("orders", broker_url) as orders,
+        Connection("shipping", amqp_events_broker_url) as shipping,
+        Connection("orders", amqp_events_broker_url) as orders,
     ):
         await shipping.start(
             event_stream_consumer("Order.Created", handle_order_event, OrderCreated),
@@ -166,9 +177,9 @@ class GoOrderCreated(BaseModel):
     amount: int = Field(alias="Amount")
 
 
-async def test_goamqp_style_message_decodes_through_aliases(broker_url: str) -> None:
+async def test_goamqp_style_message_decodes_through_aliases(amqp_events_broker_url: str) -> None:
     got: Collector[tuple[GoOrderCreated, Headers]] = Collector()
-    async with Connection("py-stat", broker_url) as conn:
+    async with Connection("py-stat", amqp_events_broker_url) as conn:
 
         @conn.event_stream_consumer("Order.Created")
         async def on_created(event: GoOrderCreated, headers: Headers) -> None:
@@ -177,7 +188,7 @@ async def test_goamqp_style_message_decodes_through_aliases(broker_url: str) -> 
         await conn.start()
         # Exactly what goamqp sends: Go field names, header service, JSON content type.
         await raw_publish(
-            broker_url,
+            amqp_events_broker_url,
             "events.topic.exchange",
             "Order.Created",
             b'{"Id":"42","Amount":5,"Extra":"ignored"}',
@@ -188,10 +199,10 @@ async def test_goamqp_style_message_decodes_through_aliases(broker_url: str) -> 
         assert headers.service == "go-orders"
 
 
-async def test_undecodable_body_is_dropped_not_redelivered(broker_url: str) -> None:
+async def test_undecodable_body_is_dropped_not_redelivered(amqp_events_broker_url: str) -> None:
     got: Collector[OrderCreated] = Collector()
     queue = "events.topic.exchange.queue.picky"
-    async with Connection("picky", broker_url) as conn:
+    async with Connection("picky", amqp_events_broker_url) as conn:
 
         @conn.event_stream_consumer("Order.Created")
         async def on_created(event: OrderCreated) -> None:
@@ -199,17 +210,21 @@ async def test_undecodable_body_is_dropped_not_redelivered(broker_url: str) -> N
 
         await conn.start()
         exchange = "events.topic.exchange"
-        await raw_publish(broker_url, exchange, "Order.Created", b"{not json", {})
-        await raw_publish(broker_url, exchange, "Order.Created", b'{"id": "1"}', {})  # no amount
-        await raw_publish(broker_url, exchange, "Order.Created", b'{"id":"2","amount":1}', {})
+        await raw_publish(amqp_events_broker_url, exchange, "Order.Created", b"{not json", {})
+        await raw_publish(
+            amqp_events_broker_url, exchange, "Order.Created", b'{"id": "1"}', {}
+        )  # no amount
+        await raw_publish(
+            amqp_events_broker_url, exchange, "Order.Created", b'{"id":"2","amount":1}', {}
+        )
         assert [e.id for e in await got.wait(1)] == ["2"]
     # closed: anything unacked or requeued would be back in the queue now
-    assert await queue_depth(broker_url, queue) == 0
+    assert await queue_depth(amqp_events_broker_url, queue) == 0
 
 
-async def test_message_with_no_handler_is_dropped(broker_url: str) -> None:
+async def test_message_with_no_handler_is_dropped(amqp_events_broker_url: str) -> None:
     got: Collector[dict[str, Any]] = Collector()
-    async with Connection("narrow", broker_url) as conn:
+    async with Connection("narrow", amqp_events_broker_url) as conn:
 
         @conn.event_stream_consumer("Order.Created")
         async def on_created(event: dict[str, Any]) -> None:
@@ -218,16 +233,23 @@ async def test_message_with_no_handler_is_dropped(broker_url: str) -> None:
         await conn.start()
         queue = "events.topic.exchange.queue.narrow"
         # Delivered straight to the queue with a key no handler matches.
-        await raw_publish(broker_url, "", queue, b'{"id": "x"}', {})
-        await raw_publish(broker_url, "events.topic.exchange", "Order.Created", b'{"id": "y"}', {})
+        await raw_publish(amqp_events_broker_url, "", queue, b'{"id": "x"}', {})
+        await raw_publish(
+            amqp_events_broker_url, "events.topic.exchange", "Order.Created", b'{"id": "y"}', {}
+        )
         assert await got.wait(1) == [{"id": "y"}]
-    assert await queue_depth(broker_url, queue) == 0
+    assert await queue_depth(amqp_events_broker_url, queue) == 0
 
 
-async def test_failing_handler_is_retried_a_bounded_number_of_times(broker_url: str) -> None:
+async def test_failing_handler_is_retried_a_bounded_number_of_times(
+    amqp_events_broker_url: str,
+) -> None:
     calls: Collector[str] = Collector()
     publisher = order_publisher()
-    async with Connection("flaky", broker_url) as conn, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("flaky", amqp_events_broker_url) as conn,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         fast = with_retry_policy(RetryPolicy(attempts=3, delays=(0.05,)))
 
         @conn.event_stream_consumer("Order.Created")
@@ -249,10 +271,10 @@ async def test_failing_handler_is_retried_a_bounded_number_of_times(broker_url: 
         await calls.settle(0.5)
         assert calls.items.count("1") == 3
         assert calls.items.count("u2") == 2
-    assert await queue_depth(broker_url, "events.topic.exchange.queue.flaky") == 0
+    assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.flaky") == 0
 
 
-async def test_router_and_transient_consumer(broker_url: str) -> None:
+async def test_router_and_transient_consumer(amqp_events_broker_url: str) -> None:
     durable: Collector[OrderCreated] = Collector()
     transient: Collector[OrderCreated] = Collector()
     router = EventRouter()
@@ -266,7 +288,10 @@ async def test_router_and_transient_consumer(broker_url: str) -> None:
         transient.add(event)
 
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
-    async with Connection("viewer", broker_url) as conn, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("viewer", amqp_events_broker_url) as conn,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         conn.include(router)
         await conn.start(with_prefetch_limit(5))
         await orders.start(event_stream_publisher(publisher))
@@ -275,12 +300,12 @@ async def test_router_and_transient_consumer(broker_url: str) -> None:
         assert await transient.wait(1) == [OrderCreated(id="1", amount=1)]
 
 
-async def test_close_waits_for_running_handlers_and_acks(broker_url: str) -> None:
+async def test_close_waits_for_running_handlers_and_acks(amqp_events_broker_url: str) -> None:
     started = asyncio.Event()
     finished: Collector[str] = Collector()
     closes: list[BaseException | None] = []
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
-    conn = Connection("slow", broker_url)
+    conn = Connection("slow", amqp_events_broker_url)
 
     @conn.event_stream_consumer("Order.Created")
     async def slow(event: OrderCreated) -> None:
@@ -288,7 +313,7 @@ async def test_close_waits_for_running_handlers_and_acks(broker_url: str) -> Non
         await asyncio.sleep(0.3)
         finished.add(event.id)
 
-    async with Connection("orders", broker_url) as orders:
+    async with Connection("orders", amqp_events_broker_url) as orders:
         await conn.start(close_listener(closes.append))
         await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderCreated(id="1", amount=1))
@@ -296,13 +321,16 @@ async def test_close_waits_for_running_handlers_and_acks(broker_url: str) -> Non
         await conn.close()
         assert finished.items == ["1"]
         assert closes == [None]
-    assert await queue_depth(broker_url, "events.topic.exchange.queue.slow") == 0
+    assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.slow") == 0
 
 
-async def test_publish_many_concurrently_all_arrive_once(broker_url: str) -> None:
+async def test_publish_many_concurrently_all_arrive_once(amqp_events_broker_url: str) -> None:
     got: Collector[str] = Collector()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
-    async with Connection("bulk", broker_url) as conn, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("bulk", amqp_events_broker_url) as conn,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
 
         @conn.event_stream_consumer("Order.Created")
         async def on_created(event: OrderCreated) -> None:

@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 
 async def run_worker(
-    broker_url: str,
+    amqp_events_broker_url: str,
     handler: Callable[..., Awaitable[None]],
     *publish: Job,
     policy: RetryPolicy | None = None,
@@ -51,9 +51,9 @@ async def run_worker(
     calls: Collector[T],
 ) -> None:
     publisher = Publisher(*publisher_routes)
-    worker = Connection("worker", broker_url)
+    worker = Connection("worker", amqp_events_broker_url)
     worker.event_stream_consumer("Job.Created", retry=policy)(handler)
-    async with worker, Connection("jobs", broker_url) as jobs:
+    async with worker, Connection("jobs", amqp_events_broker_url) as jobs:
         await worker.start()
         await jobs.start(event_stream_publisher(publisher))
         for job in publish:
@@ -62,7 +62,9 @@ async def run_worker(
         await calls.settle(0.4)
 
 
-async def test_always_failing_handler_goes_to_dlq_after_its_attempts(broker_url: str) -> None:
+async def test_always_failing_handler_goes_to_dlq_after_its_attempts(
+    amqp_events_broker_url: str,
+) -> None:
     calls: Collector[float] = Collector()
 
     async def always_fails(job: Job) -> None:
@@ -71,13 +73,18 @@ async def test_always_failing_handler_goes_to_dlq_after_its_attempts(broker_url:
 
     policy = RetryPolicy(attempts=3, delays=(0.2, 0.4))
     await run_worker(
-        broker_url, always_fails, Job(id="7"), policy=policy, calls_expected=3, calls=calls
+        amqp_events_broker_url,
+        always_fails,
+        Job(id="7"),
+        policy=policy,
+        calls_expected=3,
+        calls=calls,
     )
     assert len(calls.items) == 3
     first, second, third = calls.items
     assert second - first >= 0.2 * 0.9  # spaced by the delays
     assert third - second >= 0.4 * 0.9
-    [(body, headers)] = await drain(broker_url, DLQ)
+    [(body, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert body == b'{"id":"7"}'
     assert headers["amqp-events-dead-reason"] == "handler-failed"
     assert headers["amqp-events-exception-type"] == "ValueError"
@@ -90,10 +97,10 @@ async def test_always_failing_handler_goes_to_dlq_after_its_attempts(broker_url:
     assert datetime.fromisoformat(headers["amqp-events-dead-at"]).tzinfo is not None
     assert headers["service"] == "jobs"  # the original headers travel along
     assert headers["trace"] == "t-1"
-    assert await queue_depth(broker_url, QUEUE) == 0
+    assert await queue_depth(amqp_events_broker_url, QUEUE) == 0
 
 
-async def test_handler_that_recovers_is_not_dead_lettered(broker_url: str) -> None:
+async def test_handler_that_recovers_is_not_dead_lettered(amqp_events_broker_url: str) -> None:
     calls: Collector[Headers] = Collector()
 
     async def flaky(job: Job, headers: Headers) -> None:
@@ -102,26 +109,32 @@ async def test_handler_that_recovers_is_not_dead_lettered(broker_url: str) -> No
             raise RuntimeError("once")
 
     policy = RetryPolicy(attempts=3, delays=(0.05,))
-    await run_worker(broker_url, flaky, Job(id="1"), policy=policy, calls_expected=2, calls=calls)
+    await run_worker(
+        amqp_events_broker_url, flaky, Job(id="1"), policy=policy, calls_expected=2, calls=calls
+    )
     assert len(calls.items) == 2
     assert calls.items[1].service == "jobs"  # the retry still says who published it
     assert calls.items[1]["trace"] == "t-1"
-    assert await drain(broker_url, DLQ) == []
+    assert await drain(amqp_events_broker_url, DLQ) == []
 
 
-async def test_malformed_body_goes_to_dlq_at_once(broker_url: str) -> None:
+async def test_malformed_body_goes_to_dlq_at_once(amqp_events_broker_url: str) -> None:
     calls: Collector[Job] = Collector()
 
     async def handle(job: Job) -> None:
         calls.add(job)
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
         worker.event_stream_consumer("Job.Created")(handle)
         await worker.start()
-        await raw_publish(broker_url, "events.topic.exchange", "Job.Created", b"{oops", {})
-        await raw_publish(broker_url, "events.topic.exchange", "Job.Created", b'{"id":"ok"}', {})
+        await raw_publish(
+            amqp_events_broker_url, "events.topic.exchange", "Job.Created", b"{oops", {}
+        )
+        await raw_publish(
+            amqp_events_broker_url, "events.topic.exchange", "Job.Created", b'{"id":"ok"}', {}
+        )
         await calls.wait(1)
-    [(body, headers)] = await drain(broker_url, DLQ)
+    [(body, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert body == b"{oops"
     assert headers["amqp-events-dead-reason"] == "undecodable"
     assert headers["amqp-events-exception-type"] == "DecodeError"
@@ -130,39 +143,39 @@ async def test_malformed_body_goes_to_dlq_at_once(broker_url: str) -> None:
     assert [j.id for j in calls.items] == ["ok"]
 
 
-async def test_message_without_handler_goes_to_dlq(broker_url: str) -> None:
+async def test_message_without_handler_goes_to_dlq(amqp_events_broker_url: str) -> None:
     async def handle(job: Job) -> None:
         pass
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
         worker.event_stream_consumer("Job.Created")(handle)
         await worker.start()
-        await raw_publish(broker_url, "", QUEUE, b'{"id":"x"}', {"service": "someone"})
+        await raw_publish(amqp_events_broker_url, "", QUEUE, b'{"id":"x"}', {"service": "someone"})
 
         async def dead_lettered() -> bool:
-            return await queue_depth(broker_url, DLQ) == 1
+            return await queue_depth(amqp_events_broker_url, DLQ) == 1
 
         await eventually(dead_lettered)  # no handler runs, so no event tells us
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-dead-reason"] == "no-handler"
     assert "no handler for routing key" in headers["amqp-events-exception-message"]
 
 
-async def test_reject_goes_straight_to_dlq(broker_url: str) -> None:
+async def test_reject_goes_straight_to_dlq(amqp_events_broker_url: str) -> None:
     calls: Collector[Job] = Collector()
 
     async def refuse(job: Job) -> None:
         calls.add(job)
         raise Reject("customer unknown")
 
-    await run_worker(broker_url, refuse, Job(id="1"), calls_expected=1, calls=calls)
+    await run_worker(amqp_events_broker_url, refuse, Job(id="1"), calls_expected=1, calls=calls)
     assert len(calls.items) == 1
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-dead-reason"] == "rejected"
     assert headers["amqp-events-exception-message"] == "customer unknown"
 
 
-async def test_retry_counts_as_an_attempt(broker_url: str) -> None:
+async def test_retry_counts_as_an_attempt(amqp_events_broker_url: str) -> None:
     calls: Collector[int] = Collector()
 
     async def later(job: Job, headers: Headers) -> None:
@@ -170,15 +183,17 @@ async def test_retry_counts_as_an_attempt(broker_url: str) -> None:
         raise Retry(delay=0.01)
 
     policy = RetryPolicy(attempts=2, delays=(0.05,))
-    await run_worker(broker_url, later, Job(id="1"), policy=policy, calls_expected=2, calls=calls)
+    await run_worker(
+        amqp_events_broker_url, later, Job(id="1"), policy=policy, calls_expected=2, calls=calls
+    )
     assert calls.items == [1, 2]
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-exception-type"] == "Retry"
 
 
 @pytest.mark.parametrize("control", [Ack(), Drop("not for us")])
 async def test_ack_and_drop_settle_without_retry_or_dlq(
-    broker_url: str, control: Exception
+    amqp_events_broker_url: str, control: Exception
 ) -> None:
     calls: Collector[Job] = Collector()
 
@@ -186,13 +201,13 @@ async def test_ack_and_drop_settle_without_retry_or_dlq(
         calls.add(job)
         raise control
 
-    await run_worker(broker_url, stop_here, Job(id="1"), calls_expected=1, calls=calls)
+    await run_worker(amqp_events_broker_url, stop_here, Job(id="1"), calls_expected=1, calls=calls)
     assert len(calls.items) == 1
-    assert await drain(broker_url, DLQ) == []
-    assert await queue_depth(broker_url, QUEUE) == 0
+    assert await drain(amqp_events_broker_url, DLQ) == []
+    assert await queue_depth(amqp_events_broker_url, QUEUE) == 0
 
 
-async def test_concurrency_limit_caps_running_handlers(broker_url: str) -> None:
+async def test_concurrency_limit_caps_running_handlers(amqp_events_broker_url: str) -> None:
     running = 0
     peak = 0
     done: Collector[str] = Collector()
@@ -206,9 +221,9 @@ async def test_concurrency_limit_caps_running_handlers(broker_url: str) -> None:
         done.add(job.id)
 
     publisher = Publisher(*publisher_routes)
-    worker = Connection("worker", broker_url)
+    worker = Connection("worker", amqp_events_broker_url)
     worker.event_stream_consumer("Job.Created")(slow)
-    async with worker, Connection("jobs", broker_url) as jobs:
+    async with worker, Connection("jobs", amqp_events_broker_url) as jobs:
         await worker.start(with_prefetch_limit(50), with_concurrency_limit(3))
         await jobs.start(event_stream_publisher(publisher))
         await asyncio.gather(*(publisher.publish(Job(id=str(n))) for n in range(30)))
@@ -216,21 +231,21 @@ async def test_concurrency_limit_caps_running_handlers(broker_url: str) -> None:
     assert peak == 3
 
 
-async def test_retry_policy_for_the_whole_connection(broker_url: str) -> None:
+async def test_retry_policy_for_the_whole_connection(amqp_events_broker_url: str) -> None:
     calls: Collector[int] = Collector()
     publisher = Publisher(*publisher_routes)
-    worker = Connection("worker", broker_url)
+    worker = Connection("worker", amqp_events_broker_url)
 
     @worker.event_stream_consumer("Job.Created")
     async def always_fails(job: Job) -> None:
         calls.add(1)
         raise RuntimeError("no")
 
-    async with worker, Connection("jobs", broker_url) as jobs:
+    async with worker, Connection("jobs", amqp_events_broker_url) as jobs:
         await worker.start(with_retry_policy(RetryPolicy(attempts=2, delays=(0.05,))))
         await jobs.start(event_stream_publisher(publisher))
         await publisher.publish(Job(id="1"))
         await calls.wait(2)
         await calls.settle(0.3)
     assert len(calls.items) == 2
-    assert len(await drain(broker_url, DLQ)) == 1
+    assert len(await drain(amqp_events_broker_url, DLQ)) == 1

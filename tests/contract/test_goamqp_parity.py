@@ -45,7 +45,7 @@ class Price(BaseModel):
     total: int
 
 
-async def test_a_stream_is_named_as_goamqp_names_it(broker_url: str) -> None:
+async def test_a_stream_is_named_as_goamqp_names_it(amqp_events_broker_url: str) -> None:
     """StreamPublisher("orders", p) and StreamConsumer("orders", ...) ported line by line:
     the exchange is orders.topic.exchange, the queue orders.topic.exchange.queue.<service>."""
     got: Collector[OrderCreated] = Collector()
@@ -54,34 +54,46 @@ async def test_a_stream_is_named_as_goamqp_names_it(broker_url: str) -> None:
     async def on_created(event: OrderCreated) -> None:
         got.add(event)
 
-    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("stat", amqp_events_broker_url) as stat,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         await stat.start(stream_consumer("orders", "Order.Created", on_created))
         await orders.start(stream_publisher("orders", publisher))
         await publisher.publish(OrderCreated(id="1"))
         # what a goamqp StreamPublisher("orders", ...) sends
         await raw_publish(
-            broker_url, "orders.topic.exchange", "Order.Created", b'{"id": "2"}', {"service": "go"}
+            amqp_events_broker_url,
+            "orders.topic.exchange",
+            "Order.Created",
+            b'{"id": "2"}',
+            {"service": "go"},
         )
         assert await got.wait(2) == [OrderCreated(id="1"), OrderCreated(id="2")]
-    assert await queue_depth(broker_url, "orders.topic.exchange.queue.stat") == 0
+    assert await queue_depth(amqp_events_broker_url, "orders.topic.exchange.queue.stat") == 0
 
 
-async def test_event_stream_setups_are_the_events_stream(broker_url: str) -> None:
+async def test_event_stream_setups_are_the_events_stream(amqp_events_broker_url: str) -> None:
     got: Collector[OrderCreated] = Collector()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
 
     async def on_created(event: OrderCreated) -> None:
         got.add(event)
 
-    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("stat", amqp_events_broker_url) as stat,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         await stat.start(stream_consumer("events", "Order.Created", on_created))
         await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderCreated(id="1"))
         assert await got.wait(1) == [OrderCreated(id="1")]
-    assert await queue_depth(broker_url, "events.topic.exchange.queue.stat") == 0
+    assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.stat") == 0
 
 
-async def test_queue_suffix_gives_a_second_queue_of_the_same_service(broker_url: str) -> None:
+async def test_queue_suffix_gives_a_second_queue_of_the_same_service(
+    amqp_events_broker_url: str,
+) -> None:
     """AddQueueNameSuffix: two handlers of one key in one service, each on its own queue."""
     main: Collector[OrderCreated] = Collector()
     audit: Collector[OrderCreated] = Collector()
@@ -93,7 +105,10 @@ async def test_queue_suffix_gives_a_second_queue_of_the_same_service(broker_url:
     async def on_audit(event: OrderCreated) -> None:
         audit.add(event)
 
-    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("stat", amqp_events_broker_url) as stat,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         await stat.start(
             event_stream_consumer("Order.Created", on_created),
             event_stream_consumer("Order.Created", on_audit, queue_suffix="audit"),
@@ -102,10 +117,12 @@ async def test_queue_suffix_gives_a_second_queue_of_the_same_service(broker_url:
         await publisher.publish(OrderCreated(id="1"))
         assert await main.wait(1) == [OrderCreated(id="1")]
         assert await audit.wait(1) == [OrderCreated(id="1")]
-    assert await queue_depth(broker_url, "events.topic.exchange.queue.stat-audit") == 0
+    assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.stat-audit") == 0
 
 
-async def test_transient_stream_consumer_and_the_message_logger(broker_url: str) -> None:
+async def test_transient_stream_consumer_and_the_message_logger(
+    amqp_events_broker_url: str,
+) -> None:
     logged: list[LoggedMessage] = []
     got: Collector[OrderCreated] = Collector()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
@@ -113,7 +130,10 @@ async def test_transient_stream_consumer_and_the_message_logger(broker_url: str)
     async def on_created(event: OrderCreated) -> None:
         got.add(event)
 
-    async with Connection("stat", broker_url) as stat, Connection("orders", broker_url) as orders:
+    async with (
+        Connection("stat", amqp_events_broker_url) as stat,
+        Connection("orders", amqp_events_broker_url) as orders,
+    ):
         await stat.start(
             transient_stream_consumer("orders", "Order.Created", on_created, queue_suffix="live"),
             with_message_logger(logged.append),
@@ -135,7 +155,7 @@ async def test_transient_stream_consumer_and_the_message_logger(broker_url: str)
 
 
 async def test_the_message_logger_sees_dead_letters_and_its_errors_are_contained(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     logged: Collector[LoggedMessage] = Collector()
 
@@ -148,7 +168,7 @@ async def test_the_message_logger_sees_dead_letters_and_its_errors_are_contained
     async def refuse(event: OrderCreated) -> None:
         raise Reject("no")
 
-    async with Connection("stat", broker_url) as stat:
+    async with Connection("stat", amqp_events_broker_url) as stat:
         await stat.start(
             event_stream_consumer("Order.Created", refuse),
             event_stream_publisher(publisher),
@@ -158,13 +178,13 @@ async def test_the_message_logger_sees_dead_letters_and_its_errors_are_contained
         await logged.wait(2)
     dead = [m for m in logged.items if m.direction == "dead-lettered"]
     assert [(m.where, m.reason) for m in dead] == [("events.topic.exchange.queue.stat", "rejected")]
-    assert await queue_depth(broker_url, "events.topic.exchange.queue.stat.dlq") == 1
+    assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.stat.dlq") == 1
 
 
-async def test_stream_decorators_on_connection_and_router(broker_url: str) -> None:
+async def test_stream_decorators_on_connection_and_router(amqp_events_broker_url: str) -> None:
     got: Collector[str] = Collector()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
-    stat = Connection("stat", broker_url)
+    stat = Connection("stat", amqp_events_broker_url)
     router = EventRouter()
 
     @stat.stream_consumer("orders", "Order.Created")
@@ -176,18 +196,18 @@ async def test_stream_decorators_on_connection_and_router(broker_url: str) -> No
         got.add("router")
 
     stat.include(router)
-    async with stat, Connection("orders", broker_url) as orders:
+    async with stat, Connection("orders", amqp_events_broker_url) as orders:
         await stat.start()
         await orders.start(stream_publisher("orders", publisher))
         await publisher.publish(OrderCreated(id="1"))
         assert sorted(await got.wait(2)) == ["connection", "router"]
 
 
-async def test_publish_service_response_answers_later(broker_url: str) -> None:
+async def test_publish_service_response_answers_later(amqp_events_broker_url: str) -> None:
     """goamqp's PublishServiceResponse: a request handler that answers on its own."""
     prices: Collector[tuple[Price, str | None]] = Collector()
     to_billing = Publisher(Route(Quote, "Quote"))
-    billing = Connection("billing", broker_url)
+    billing = Connection("billing", amqp_events_broker_url)
 
     async def take(request: Quote, headers: Headers) -> None:
         assert headers.service == "shop"
@@ -198,7 +218,7 @@ async def test_publish_service_response_answers_later(broker_url: str) -> None:
     async def on_price(response: Price, headers: Headers) -> None:
         prices.add((response, headers.service))
 
-    async with billing, Connection("shop", broker_url) as shop:
+    async with billing, Connection("shop", amqp_events_broker_url) as shop:
         await billing.start(service_request_consumer("Quote", take))
         await shop.start(
             service_publisher("billing", to_billing),
@@ -208,21 +228,28 @@ async def test_publish_service_response_answers_later(broker_url: str) -> None:
         assert await prices.wait(1) == [(Price(item="tea", total=6), "shop")]
 
 
-async def test_publish_service_response_needs_a_request_consumer(broker_url: str) -> None:
-    async with Connection("billing", broker_url) as billing:
+async def test_publish_service_response_needs_a_request_consumer(
+    amqp_events_broker_url: str,
+) -> None:
+    async with Connection("billing", amqp_events_broker_url) as billing:
         await billing.start()
         with pytest.raises(ConfigurationError, match="service_request_consumer"):
             await billing.publish_service_response("shop", "Quote", Price(item="x", total=1))
 
 
-async def test_request_response_handler_is_service_request_consumer(broker_url: str) -> None:
+async def test_request_response_handler_is_service_request_consumer(
+    amqp_events_broker_url: str,
+) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
 
     async def price(request: Quote) -> Price:
         return Price(item=request.item, total=3)
 
     assert request_response_handler is service_request_consumer
-    async with Connection("billing", broker_url) as billing, Connection("shop", broker_url) as shop:
+    async with (
+        Connection("billing", amqp_events_broker_url) as billing,
+        Connection("shop", amqp_events_broker_url) as shop,
+    ):
         await billing.start(request_response_handler("Quote", price, retry=RetryPolicy(attempts=1)))
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         assert await to_billing.request(Quote(item="tea"), Price, timeout=10) == Price(

@@ -41,12 +41,15 @@ async def dlq_has(url: str, count: int) -> None:
 
 @pytest.mark.parametrize("header", ["CC", "BCC"])
 async def test_a_message_with_cc_is_moved_once_not_copied_to_its_cc_queues(
-    broker_url: str, header: str
+    amqp_events_broker_url: str, header: str
 ) -> None:
     calls: Collector[object] = Collector()
     policy = RetryPolicy(attempts=2, delays=(0.05,))
 
-    async with Connection("worker", broker_url) as worker, Connection("other", broker_url) as other:
+    async with (
+        Connection("worker", amqp_events_broker_url) as worker,
+        Connection("other", amqp_events_broker_url) as other,
+    ):
 
         @worker.event_stream_consumer("Job.Created", retry=policy)
         async def fails(job: Job) -> None:
@@ -62,21 +65,25 @@ async def test_a_message_with_cc_is_moved_once_not_copied_to_its_cc_queues(
         await other.close()  # its queue stays, with nobody consuming it
         other_queue = "events.topic.exchange.queue.other"
         # As goamqp's QueuePublisher sends: the event's key, the destination queues in CC.
-        await raw_publish(broker_url, "", "Job.Created", BODY, {header: [QUEUE, other_queue]})
+        await raw_publish(
+            amqp_events_broker_url, "", "Job.Created", BODY, {header: [QUEUE, other_queue]}
+        )
         await settle(calls, 2)
     assert len(calls.items) == 2  # the first failure and its one retry, nothing more
-    [(body, headers)] = await drain(broker_url, DLQ)
+    [(body, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert body == BODY
     assert headers["amqp-events-dead-reason"] == "rejected"
     assert "CC" not in headers
     assert "BCC" not in headers
-    assert len(await drain(broker_url, other_queue)) == 1  # the original's copy, and no more
+    assert (
+        len(await drain(amqp_events_broker_url, other_queue)) == 1
+    )  # the original's copy, and no more
 
 
-async def test_broker_x_headers_are_not_carried_into_moves(broker_url: str) -> None:
+async def test_broker_x_headers_are_not_carried_into_moves(amqp_events_broker_url: str) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=RetryPolicy(attempts=1))
         async def fails(job: Job) -> None:
@@ -85,16 +92,18 @@ async def test_broker_x_headers_are_not_carried_into_moves(broker_url: str) -> N
 
         await worker.start()
         headers = {"x-death": [{"queue": "elsewhere", "count": 9}], "x-first-death-queue": "q"}
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, headers)
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, headers)
         await settle(calls, 1)
-    [(_, dead)] = await drain(broker_url, DLQ)
+    [(_, dead)] = await drain(amqp_events_broker_url, DLQ)
     assert not [name for name in dead if name.startswith("x-first") or name == "x-death"]
 
 
-async def test_a_deleted_dlq_is_declared_again_and_gets_the_message(broker_url: str) -> None:
+async def test_a_deleted_dlq_is_declared_again_and_gets_the_message(
+    amqp_events_broker_url: str,
+) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created")
         async def rejects(job: Job) -> None:
@@ -102,22 +111,22 @@ async def test_a_deleted_dlq_is_declared_again_and_gets_the_message(broker_url: 
             raise Reject("not wanted")
 
         await worker.start()
-        await delete_queue(broker_url, DLQ)
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, {})
-        await dlq_has(broker_url, 1)
+        await delete_queue(amqp_events_broker_url, DLQ)
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, {})
+        await dlq_has(amqp_events_broker_url, 1)
         await calls.settle(0.5)
     assert len(calls.items) == 1
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-dead-reason"] == "rejected"
 
 
 async def test_a_deleted_delay_queue_is_declared_again_and_retries_stay_bounded(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     calls: Collector[object] = Collector()
     policy = RetryPolicy(attempts=3, delays=(0.1,))
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=policy)
         async def fails(job: Job) -> None:
@@ -125,21 +134,21 @@ async def test_a_deleted_delay_queue_is_declared_again_and_retries_stay_bounded(
             raise RuntimeError("always")
 
         await worker.start()
-        await delete_queue(broker_url, QUEUE + ".retry.100")
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, {})
-        await dlq_has(broker_url, 1)
+        await delete_queue(amqp_events_broker_url, QUEUE + ".retry.100")
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, {})
+        await dlq_has(amqp_events_broker_url, 1)
         await calls.settle(0.5)
     assert len(calls.items) == 3
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-attempt"] == 3
 
 
 async def test_exception_text_the_wire_cannot_carry_still_dead_letters_once(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=RetryPolicy(attempts=1))
         async def fails(job: Job) -> None:
@@ -147,20 +156,22 @@ async def test_exception_text_the_wire_cannot_carry_still_dead_letters_once(
             raise ValueError("bad \udcff surrogate " + "é" * 5000)
 
         await worker.start()
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, {})
-        await dlq_has(broker_url, 1)
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, {})
+        await dlq_has(amqp_events_broker_url, 1)
         await calls.settle(0.5)
     assert len(calls.items) == 1
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     message = headers["amqp-events-exception-message"]
     assert message.startswith("bad ")
     assert len(message.encode()) <= 1000
 
 
-async def test_a_foreign_header_that_is_not_utf8_still_dead_letters_once(broker_url: str) -> None:
+async def test_a_foreign_header_that_is_not_utf8_still_dead_letters_once(
+    amqp_events_broker_url: str,
+) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=RetryPolicy(attempts=2, delays=(0.05,)))
         async def fails(job: Job, headers: Headers) -> None:
@@ -168,11 +179,13 @@ async def test_a_foreign_header_that_is_not_utf8_still_dead_letters_once(broker_
             raise RuntimeError("no")
 
         await worker.start()
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, {"legacy": b"caf\xe9"})
-        await dlq_has(broker_url, 1)
+        await raw_publish(
+            amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, {"legacy": b"caf\xe9"}
+        )
+        await dlq_has(amqp_events_broker_url, 1)
         await calls.settle(0.5)
     assert len(calls.items) == 2
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert bytes(headers["legacy"]) == b"caf\xe9"  # carried byte for byte
 
 
@@ -190,11 +203,11 @@ async def test_a_foreign_header_that_is_not_utf8_still_dead_letters_once(broker_
     ],
 )
 async def test_malformed_reserved_headers_do_not_stop_dispatch(
-    broker_url: str, reserved: dict[str, object]
+    amqp_events_broker_url: str, reserved: dict[str, object]
 ) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=RetryPolicy(attempts=2, delays=(0.05,)))
         async def fails(job: Job) -> None:
@@ -204,11 +217,11 @@ async def test_malformed_reserved_headers_do_not_stop_dispatch(
         await worker.start()
         # As the management UI's "publish message" sends them: to the event's key, and to the
         # queue's own name (the way retries come back).
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, reserved)
-        await raw_publish(broker_url, "", QUEUE, BODY, reserved)
-        await dlq_has(broker_url, 2)
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, reserved)
+        await raw_publish(amqp_events_broker_url, "", QUEUE, BODY, reserved)
+        await dlq_has(amqp_events_broker_url, 2)
         await calls.settle(0.5)
-    dead = await drain(broker_url, DLQ)
+    dead = await drain(amqp_events_broker_url, DLQ)
     reasons = sorted(h["amqp-events-dead-reason"] for _, h in dead)
     if reserved.get("amqp-events-routing-key") == "Job.Created":
         # Both reach the handler; the bad attempt count counts as the first attempt.
@@ -221,15 +234,15 @@ async def test_malformed_reserved_headers_do_not_stop_dispatch(
     assert [
         h["amqp-events-attempt"] for _, h in dead if h["amqp-events-dead-reason"] != "no-handler"
     ] == [2] * (len(calls.items) // 2)
-    assert await queue_depth(broker_url, QUEUE) == 0
+    assert await queue_depth(amqp_events_broker_url, QUEUE) == 0
 
 
 async def test_a_dead_letter_fits_the_frame_even_when_the_original_nearly_filled_it(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     calls: Collector[object] = Collector()
 
-    async with Connection("worker", broker_url) as worker:
+    async with Connection("worker", amqp_events_broker_url) as worker:
         worker_setup = with_retry_policy(RetryPolicy(attempts=1))
 
         @worker.event_stream_consumer("Job.Created")
@@ -239,11 +252,11 @@ async def test_a_dead_letter_fits_the_frame_even_when_the_original_nearly_filled
 
         await worker.start(worker_setup)
         big = {"blob": "b" * 130_600}  # with our diagnostics this would exceed frame_max
-        await raw_publish(broker_url, EXCHANGE, "Job.Created", BODY, big)
-        await dlq_has(broker_url, 1)
+        await raw_publish(amqp_events_broker_url, EXCHANGE, "Job.Created", BODY, big)
+        await dlq_has(amqp_events_broker_url, 1)
         await calls.settle(0.5)
     assert len(calls.items) == 1
-    [(_, headers)] = await drain(broker_url, DLQ)
+    [(_, headers)] = await drain(amqp_events_broker_url, DLQ)
     assert headers["amqp-events-dead-reason"] == "handler-failed"
     assert "blob" not in headers
     assert headers["amqp-events-dropped-headers"] == ["blob"]

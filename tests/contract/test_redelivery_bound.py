@@ -35,27 +35,29 @@ async def cut_own_connection(url: str, service: str) -> None:
             await rabbitmqctl("close_connection", fields[0], "consumer died", check=False)
 
 
-async def test_a_consumer_that_dies_mid_handler_is_bounded(broker_url: str) -> None:
+async def test_a_consumer_that_dies_mid_handler_is_bounded(amqp_events_broker_url: str) -> None:
     calls: Collector[str] = Collector()
     policy = RetryPolicy(max_redeliveries=2)
 
     # The dead consumers' handlers never return: close() cancels them after a second.
-    async with Connection("worker", broker_url, shutdown_timeout=1.0) as worker:
+    async with Connection("worker", amqp_events_broker_url, shutdown_timeout=1.0) as worker:
 
         @worker.event_stream_consumer("Job.Created", retry=policy)
         async def dies(job: Job) -> None:
             calls.add(job.id)
-            await cut_own_connection(broker_url, "worker")
+            await cut_own_connection(amqp_events_broker_url, "worker")
             await asyncio.Event().wait()  # never settles; the broker requeues it
 
         await worker.start()
-        await raw_publish(broker_url, "events.topic.exchange", "Job.Created", b'{"id":"p"}', {})
+        await raw_publish(
+            amqp_events_broker_url, "events.topic.exchange", "Job.Created", b'{"id":"p"}', {}
+        )
 
         async def dead_lettered() -> bool:
-            return await queue_depth(broker_url, QUEUE + ".dlq") == 1
+            return await queue_depth(amqp_events_broker_url, QUEUE + ".dlq") == 1
 
         await eventually(dead_lettered, within=30)
         await calls.settle(0.5)
     assert calls.items == ["p"] * 3  # the first delivery and 2 redeliveries
-    [(_, headers)] = await drain(broker_url, QUEUE + ".dlq")
+    [(_, headers)] = await drain(amqp_events_broker_url, QUEUE + ".dlq")
     assert headers["amqp-events-dead-reason"] == "redelivered"

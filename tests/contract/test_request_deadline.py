@@ -28,7 +28,9 @@ class Price(BaseModel):
     total: int
 
 
-async def test_waiting_for_a_max_pending_slot_counts_in_the_timeout(broker_url: str) -> None:
+async def test_waiting_for_a_max_pending_slot_counts_in_the_timeout(
+    amqp_events_broker_url: str,
+) -> None:
     release = asyncio.Event()
     busy = asyncio.Event()
     handled: list[str] = []
@@ -40,7 +42,10 @@ async def test_waiting_for_a_max_pending_slot_counts_in_the_timeout(broker_url: 
         return Price(item=request.item, total=request.count * 3)
 
     to_billing = Publisher(Route(Quote, "Quote"))
-    async with Connection("billing", broker_url) as billing, Connection("shop", broker_url) as shop:
+    async with (
+        Connection("billing", amqp_events_broker_url) as billing,
+        Connection("shop", amqp_events_broker_url) as shop,
+    ):
         await billing.start(service_request_consumer("Quote", slow_price))
         await shop.start(service_publisher("billing", to_billing, awaitable=True, max_pending=1))
         first = asyncio.ensure_future(to_billing.request(Quote(item="tea", count=1), Price))

@@ -47,7 +47,7 @@ async def price(request: Quote) -> Price:
     return Price(item=request.item, total=request.count * 3)
 
 
-async def test_plain_request_response_both_ways(broker_url: str) -> None:
+async def test_plain_request_response_both_ways(amqp_events_broker_url: str) -> None:
     """goamqp's shape: requests, responses to a response consumer; each service asks the other."""
     shop_got: Collector[tuple[Price, Headers]] = Collector()
     billing_got: Collector[Pong] = Collector()
@@ -63,7 +63,10 @@ async def test_plain_request_response_both_ways(broker_url: str) -> None:
     async def on_pong(response: Pong) -> None:
         billing_got.add(response)
 
-    async with Connection("shop", broker_url) as shop, Connection("billing", broker_url) as billing:
+    async with (
+        Connection("shop", amqp_events_broker_url) as shop,
+        Connection("billing", amqp_events_broker_url) as billing,
+    ):
         await billing.start(
             service_request_consumer("Quote", price),
             service_publisher("shop", to_shop),
@@ -82,9 +85,14 @@ async def test_plain_request_response_both_ways(broker_url: str) -> None:
         assert await billing_got.wait(1) == [Pong(n=2)]
 
 
-async def test_awaitable_requests_are_matched_under_concurrency(broker_url: str) -> None:
+async def test_awaitable_requests_are_matched_under_concurrency(
+    amqp_events_broker_url: str,
+) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
-    async with Connection("shop", broker_url) as shop, Connection("billing", broker_url) as billing:
+    async with (
+        Connection("shop", amqp_events_broker_url) as shop,
+        Connection("billing", amqp_events_broker_url) as billing,
+    ):
         await billing.start(service_request_consumer("Quote", price))
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         responses = await asyncio.gather(
@@ -96,15 +104,18 @@ async def test_awaitable_requests_are_matched_under_concurrency(broker_url: str)
     assert responses == [Price(item=f"i{n}", total=3 * n) for n in range(1000)]
 
 
-async def test_awaitable_request_without_type_returns_json(broker_url: str) -> None:
+async def test_awaitable_request_without_type_returns_json(amqp_events_broker_url: str) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
-    async with Connection("shop", broker_url) as shop, Connection("billing", broker_url) as billing:
+    async with (
+        Connection("shop", amqp_events_broker_url) as shop,
+        Connection("billing", amqp_events_broker_url) as billing,
+    ):
         await billing.start(service_request_consumer("Quote", price))
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         assert await to_billing.request(Quote(item="x", count=1)) == {"item": "x", "total": 3}
 
 
-async def test_responder_error_reaches_the_caller(broker_url: str) -> None:
+async def test_responder_error_reaches_the_caller(amqp_events_broker_url: str) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
     calls: Collector[Quote] = Collector()
 
@@ -112,7 +123,10 @@ async def test_responder_error_reaches_the_caller(broker_url: str) -> None:
         calls.add(request)
         raise ValueError(f"no price for {request.item}")
 
-    async with Connection("shop", broker_url) as shop, Connection("billing", broker_url) as billing:
+    async with (
+        Connection("shop", amqp_events_broker_url) as shop,
+        Connection("billing", amqp_events_broker_url) as billing,
+    ):
         await billing.start(service_request_consumer("Quote", refuse))
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         with pytest.raises(RemoteError, match="no price for tea") as info:
@@ -120,21 +134,21 @@ async def test_responder_error_reaches_the_caller(broker_url: str) -> None:
         assert info.value.error_type == "ValueError"
         assert info.value.service == "billing"
         assert len(calls.items) == 1  # answered at once, not retried while the caller waits
-    assert await queue_depth(broker_url, "billing.direct.exchange.request.queue") == 0
+    assert await queue_depth(amqp_events_broker_url, "billing.direct.exchange.request.queue") == 0
 
 
-async def test_request_timeout(broker_url: str) -> None:
+async def test_request_timeout(amqp_events_broker_url: str) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
-    async with Connection("billing", broker_url) as billing:
+    async with Connection("billing", amqp_events_broker_url) as billing:
         await billing.start(service_request_consumer("Quote", price))
     # billing's request queue stays, with nobody consuming it
-    async with Connection("shop", broker_url) as shop:
+    async with Connection("shop", amqp_events_broker_url) as shop:
         await shop.start(service_publisher("billing", to_billing, awaitable=True))
         with pytest.raises(RequestTimeout, match="no response from 'billing' to 'Quote'"):
             await to_billing.request(Quote(item="tea", count=1), Price, timeout=0.2)
 
 
-async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None:
+async def test_response_waits_for_a_caller_that_stopped(amqp_events_broker_url: str) -> None:
     to_billing = Publisher(Route(Quote, "Quote"))
     answered: Collector[Price] = Collector()
     served = asyncio.Event()
@@ -149,8 +163,8 @@ async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None
     async def on_price(response: Price) -> None:
         answered.add(response)
 
-    shop = Connection("shop", broker_url)
-    async with Connection("billing", broker_url) as billing:
+    shop = Connection("shop", amqp_events_broker_url)
+    async with Connection("billing", amqp_events_broker_url) as billing:
         await shop.start(
             service_publisher("billing", to_billing),
             service_response_consumer("billing", "Quote", on_price),
@@ -160,14 +174,19 @@ async def test_response_waits_for_a_caller_that_stopped(broker_url: str) -> None
         published.set()
         await asyncio.wait_for(served.wait(), 10)
     # billing's close waited for the handler, whose response the broker confirmed
-    assert await queue_depth(broker_url, "billing.headers.exchange.response.queue.shop") == 1
+    assert (
+        await queue_depth(amqp_events_broker_url, "billing.headers.exchange.response.queue.shop")
+        == 1
+    )
     # the caller comes back and gets it
-    async with Connection("shop", broker_url) as shop_again:
+    async with Connection("shop", amqp_events_broker_url) as shop_again:
         await shop_again.start(service_response_consumer("billing", "Quote", on_price))
         assert await answered.wait(1) == [Price(item="tea", total=6)]
 
 
-async def test_request_without_service_header_is_dead_lettered_unhandled(broker_url: str) -> None:
+async def test_request_without_service_header_is_dead_lettered_unhandled(
+    amqp_events_broker_url: str,
+) -> None:
     calls: Collector[Quote] = Collector()
 
     async def count(request: Quote) -> Price:
@@ -175,28 +194,32 @@ async def test_request_without_service_header_is_dead_lettered_unhandled(broker_
         return await price(request)
 
     queue = "billing.direct.exchange.request.queue"
-    async with Connection("billing", broker_url) as billing:
+    async with Connection("billing", amqp_events_broker_url) as billing:
         await billing.start(service_request_consumer("Quote", count))
         await raw_publish(
-            broker_url, "billing.direct.exchange.request", "Quote", b'{"item":"a","count":1}', {}
+            amqp_events_broker_url,
+            "billing.direct.exchange.request",
+            "Quote",
+            b'{"item":"a","count":1}',
+            {},
         )
 
         async def dead_lettered() -> bool:
-            return await queue_depth(broker_url, queue + ".dlq") == 1
+            return await queue_depth(amqp_events_broker_url, queue + ".dlq") == 1
 
         await eventually(dead_lettered)
     # No response could be sent, so the handler did not run (its effects would be orphaned).
     assert calls.items == []
-    [(_, headers)] = await drain(broker_url, queue + ".dlq")
+    [(_, headers)] = await drain(amqp_events_broker_url, queue + ".dlq")
     assert headers["amqp-events-dead-reason"] == "unanswerable"
-    assert await queue_depth(broker_url, queue) == 0
+    assert await queue_depth(amqp_events_broker_url, queue) == 0
 
 
-async def test_queue_publisher_with_cc_reaches_every_queue(broker_url: str) -> None:
+async def test_queue_publisher_with_cc_reaches_every_queue(amqp_events_broker_url: str) -> None:
     got: dict[str, Collector[Quote]] = {name: Collector() for name in ("a", "b", "c")}
     publisher = Publisher(Route(Quote, "Quote.Sent"))
-    connections = [Connection(name, broker_url) for name in got]
-    async with Connection("sender", broker_url) as sender:
+    connections = [Connection(name, amqp_events_broker_url) for name in got]
+    async with Connection("sender", amqp_events_broker_url) as sender:
         for conn, collector in zip(connections, got.values(), strict=True):
 
             async def on_quote(event: Quote, collector: Collector[Quote] = collector) -> None:
@@ -213,9 +236,9 @@ async def test_queue_publisher_with_cc_reaches_every_queue(broker_url: str) -> N
             await conn.close()
 
 
-async def test_queue_publisher_to_a_missing_queue_raises(broker_url: str) -> None:
+async def test_queue_publisher_to_a_missing_queue_raises(amqp_events_broker_url: str) -> None:
     publisher = Publisher(Route(Quote, "Quote.Sent"))
-    async with Connection("sender", broker_url) as sender:
+    async with Connection("sender", amqp_events_broker_url) as sender:
         await sender.start(queue_publisher(publisher, "no-such-queue"))
         with pytest.raises(PublishError, match="unroutable"):
             await publisher.publish(Quote(item="x", count=1))

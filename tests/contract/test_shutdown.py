@@ -90,35 +90,41 @@ async def next_connection_gets(url: str, count: int, within: float = 10.0) -> li
     return sorted(got.items)
 
 
-async def test_close_lets_running_handlers_finish_and_acks_them(broker_url: str) -> None:
+async def test_close_lets_running_handlers_finish_and_acks_them(
+    amqp_events_broker_url: str,
+) -> None:
     handler = BlockingHandler()
-    conn = closer(broker_url, handler)
+    conn = closer(amqp_events_broker_url, handler)
     async with conn:
         await conn.start()
-        await publish_jobs(broker_url, range(5))
+        await publish_jobs(amqp_events_broker_url, range(5))
         await handler.started.wait(5)
         closing = asyncio.create_task(conn.close())
         # close() cancels the consumer first: what is published now stays in the queue.
-        await eventually(lambda: no_consumer(broker_url), within=10, what="consumer cancelled")
-        await publish_jobs(broker_url, range(99, 100))
+        await eventually(
+            lambda: no_consumer(amqp_events_broker_url), within=10, what="consumer cancelled"
+        )
+        await publish_jobs(amqp_events_broker_url, range(99, 100))
         done, _ = await asyncio.wait({closing}, timeout=0.3)
         assert not done, "close() returned while handlers were still running"
         handler.release.set()
         await asyncio.wait_for(closing, 10)
         assert sorted(handler.finished.items) == [0, 1, 2, 3, 4]
     assert 99 not in handler.started.items, "delivered after close() began"
-    assert await queue_depth(broker_url, QUEUE) == 1, "the 5 finished were not all acked"
-    assert await next_connection_gets(broker_url, 1) == [99]
+    assert await queue_depth(amqp_events_broker_url, QUEUE) == 1, (
+        "the 5 finished were not all acked"
+    )
+    assert await next_connection_gets(amqp_events_broker_url, 1) == [99]
 
 
 async def test_short_shutdown_timeout_requeues_unfinished_for_the_next_connection(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     handler = BlockingHandler()
-    conn = closer(broker_url, handler, shutdown_timeout=0.2)
+    conn = closer(amqp_events_broker_url, handler, shutdown_timeout=0.2)
     try:
         await conn.start()
-        await publish_jobs(broker_url, range(3))
+        await publish_jobs(amqp_events_broker_url, range(3))
         await handler.started.wait(3)
         began = time.monotonic()
         await asyncio.wait_for(conn.close(), 10)
@@ -126,8 +132,8 @@ async def test_short_shutdown_timeout_requeues_unfinished_for_the_next_connectio
         assert 0.2 <= took < 5, f"close() took {took:.2f}s with shutdown_timeout=0.2"
         assert not handler.finished.items
         # Back in the queue, and handed to the service's next connection.
-        assert await next_connection_gets(broker_url, 3) == [0, 1, 2]
-        assert await queue_depth(broker_url, QUEUE) == 0
+        assert await next_connection_gets(amqp_events_broker_url, 3) == [0, 1, 2]
+        assert await queue_depth(amqp_events_broker_url, QUEUE) == 0
     finally:
         handler.release.set()  # let the abandoned handlers end, whatever happened
         await conn.close()
@@ -136,9 +142,9 @@ async def test_short_shutdown_timeout_requeues_unfinished_for_the_next_connectio
     # its message was redelivered: nothing was lost.
 
 
-async def test_publish_after_close_raises_publish_error(broker_url: str) -> None:
+async def test_publish_after_close_raises_publish_error(amqp_events_broker_url: str) -> None:
     publisher = Publisher(Route(Job, "Job"))
-    conn = Connection("job-source", broker_url)
+    conn = Connection("job-source", amqp_events_broker_url)
     async with conn:
         await conn.start(event_stream_publisher(publisher))
         await publisher.publish(Job(id=1))
@@ -149,37 +155,39 @@ async def test_publish_after_close_raises_publish_error(broker_url: str) -> None
         await publisher.publish(Job(id=3))
 
 
-async def test_close_twice_is_fine(broker_url: str) -> None:
+async def test_close_twice_is_fine(amqp_events_broker_url: str) -> None:
     handler = BlockingHandler()
     handler.release.set()
-    never_started = Connection("never-started", broker_url)
+    never_started = Connection("never-started", amqp_events_broker_url)
     await never_started.close()
     await never_started.close()
 
-    conn = closer(broker_url, handler)
+    conn = closer(amqp_events_broker_url, handler)
     async with conn:
         await conn.start()
-        await publish_jobs(broker_url, range(2))
+        await publish_jobs(amqp_events_broker_url, range(2))
         await handler.finished.wait(2)
         await conn.close()
         await conn.close()
     await conn.close()  # and a third time, after the context manager's
-    assert await queue_depth(broker_url, QUEUE) == 0
+    assert await queue_depth(amqp_events_broker_url, QUEUE) == 0
 
 
-async def test_a_second_close_waits_for_the_first(broker_url: str) -> None:
+async def test_a_second_close_waits_for_the_first(amqp_events_broker_url: str) -> None:
     """A close() that comes while another one waits for handlers returns only once closed:
     "await close()" must mean closed, whoever called it first (e.g. run() on SIGTERM and the
     ``async with`` exit)."""
     handler = BlockingHandler()
-    conn = closer(broker_url, handler)
+    conn = closer(amqp_events_broker_url, handler)
     closes: list[asyncio.Task[None]] = []
     try:
         await conn.start()
-        await publish_jobs(broker_url, range(2))
+        await publish_jobs(amqp_events_broker_url, range(2))
         await handler.started.wait(2)
         closes.append(asyncio.create_task(conn.close()))
-        await eventually(lambda: no_consumer(broker_url), within=10, what="consumer cancelled")
+        await eventually(
+            lambda: no_consumer(amqp_events_broker_url), within=10, what="consumer cancelled"
+        )
         closes.append(asyncio.create_task(conn.close()))
         done, _ = await asyncio.wait({closes[1]}, timeout=0.3)
         assert not done, "the second close() returned while handlers were still running"
@@ -192,14 +200,14 @@ async def test_a_second_close_waits_for_the_first(broker_url: str) -> None:
         await handler.ended.wait(len(handler.started.items))
 
 
-async def test_no_handler_starts_after_close_returned(broker_url: str) -> None:
+async def test_no_handler_starts_after_close_returned(amqp_events_broker_url: str) -> None:
     """A message delivered just before close() is either handled before close() returns, or
     not handled by this connection at all (it goes back to the queue): never both."""
     handler = BlockingHandler()
     handler.release.set()
-    conn = closer(broker_url, handler)
+    conn = closer(amqp_events_broker_url, handler)
     publisher = Publisher(Route(Job, "Job"))
-    async with Connection("job-source", broker_url) as source:
+    async with Connection("job-source", amqp_events_broker_url) as source:
         await source.start(event_stream_publisher(publisher))
         await conn.start()
         await publisher.publish(Job(id=1))
@@ -207,15 +215,15 @@ async def test_no_handler_starts_after_close_returned(broker_url: str) -> None:
     handled_during = list(handler.finished.items)
     await handler.started.settle(0.3)
     assert handler.started.items == handled_during, "a handler started after close() returned"
-    again = await next_connection_gets(broker_url, 0 if handled_during else 1)
+    again = await next_connection_gets(amqp_events_broker_url, 0 if handled_during else 1)
     assert sorted(handled_during + again) == [1], "lost, or handled twice"
 
 
 async def test_a_handler_that_closes_its_own_connection_does_not_wait_for_itself(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     closed = asyncio.Event()
-    worker = Connection("worker", broker_url, shutdown_timeout=30)
+    worker = Connection("worker", amqp_events_broker_url, shutdown_timeout=30)
 
     @worker.event_stream_consumer("Job")
     async def stop_everything(job: dict[str, object]) -> None:
@@ -225,6 +233,6 @@ async def test_a_handler_that_closes_its_own_connection_does_not_wait_for_itself
             closed.set()
 
     await worker.start()
-    await raw_publish(broker_url, "events.topic.exchange", "Job", b"{}", {})
+    await raw_publish(amqp_events_broker_url, "events.topic.exchange", "Job", b"{}", {})
     await asyncio.wait_for(closed.wait(), 5)  # not the 30 s shutdown_timeout
     assert worker.state == "closed"

@@ -29,13 +29,15 @@ class Pong(BaseModel):
 
 
 async def test_run_until_idle_waits_for_retries_and_chains(
-    connection_factory: ConnectionFactory,
+    amqp_events_connection_factory: ConnectionFactory,
 ) -> None:
     """A handler that fails once is retried through its delay queue; a handler that publishes
     triggers another service; run_until_idle returns only when all of it settled."""
     attempts: list[int] = []
     pongs = Publisher(Route(Pong, "Pong"))
-    pinger, ponger, source = (connection_factory(n) for n in ("pinger", "ponger", "source"))
+    pinger, ponger, source = (
+        amqp_events_connection_factory(n) for n in ("pinger", "ponger", "source")
+    )
 
     @ponger.event_stream_consumer("Ping")
     async def on_ping(ping: Ping) -> None:
@@ -68,8 +70,8 @@ async def test_run_until_idle_waits_for_retries_and_chains(
     assert outcome.dead_lettered == []
 
 
-async def test_capture_records_dead_letters(broker_url: str) -> None:
-    async with Connection("strict", broker_url) as strict:
+async def test_capture_records_dead_letters(amqp_events_broker_url: str) -> None:
+    async with Connection("strict", amqp_events_broker_url) as strict:
 
         @strict.event_stream_consumer("Ping")
         async def on_ping(ping: Ping) -> None:
@@ -77,7 +79,7 @@ async def test_capture_records_dead_letters(broker_url: str) -> None:
 
         await strict.start()
         async with capture(strict) as outcome:
-            await raw_publish(broker_url, "events.topic.exchange", "Ping", b"[]", {})
+            await raw_publish(amqp_events_broker_url, "events.topic.exchange", "Ping", b"[]", {})
     [dead] = outcome.dead_lettered
     assert (dead.service, dead.reason, dead.body) == ("strict", "undecodable", b"[]")
     assert dead.exception_type is DecodeError
@@ -86,9 +88,9 @@ async def test_capture_records_dead_letters(broker_url: str) -> None:
 
 
 async def test_dead_letter_shows_the_exception_type_and_the_decoded_event(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
-    async with Connection("fragile", broker_url) as fragile:
+    async with Connection("fragile", amqp_events_broker_url) as fragile:
 
         @fragile.event_stream_consumer("Ping")
         async def on_ping(ping: Ping) -> None:
@@ -96,8 +98,12 @@ async def test_dead_letter_shows_the_exception_type_and_the_decoded_event(
 
         await fragile.start(with_retry_policy(RetryPolicy(attempts=1)))
         async with capture(fragile) as outcome:
-            await raw_publish(broker_url, "events.topic.exchange", "Ping", b'{"n": 4}', {})
-            await raw_publish(broker_url, "", "events.topic.exchange.queue.fragile", b"\xff", {})
+            await raw_publish(
+                amqp_events_broker_url, "events.topic.exchange", "Ping", b'{"n": 4}', {}
+            )
+            await raw_publish(
+                amqp_events_broker_url, "", "events.topic.exchange.queue.fragile", b"\xff", {}
+            )
     failed, unhandled = sorted(outcome.dead_lettered, key=lambda d: d.reason)
     assert (failed.reason, failed.exception_type, failed.event) == (
         "handler-failed",
@@ -113,12 +119,14 @@ async def test_dead_letter_shows_the_exception_type_and_the_decoded_event(
     assert unhandled.event == unhandled.body == b"\xff"
 
 
-async def test_a_handler_that_never_returns_is_named_in_the_timeout(broker_url: str) -> None:
+async def test_a_handler_that_never_returns_is_named_in_the_timeout(
+    amqp_events_broker_url: str,
+) -> None:
     never = asyncio.Event()
     pings = Publisher(Route(Ping, "Ping"))
     async with (
-        Connection("stuck", broker_url, shutdown_timeout=0.1) as stuck,
-        Connection("source", broker_url) as source,
+        Connection("stuck", amqp_events_broker_url, shutdown_timeout=0.1) as stuck,
+        Connection("source", amqp_events_broker_url) as source,
     ):
 
         @stuck.event_stream_consumer("Ping")

@@ -41,11 +41,11 @@ def transport_of(connection: Connection) -> Transport:
 
 
 async def test_a_header_frame_over_frame_max_fails_at_once_and_the_connection_stays(
-    broker_url: str,
+    amqp_events_broker_url: str,
 ) -> None:
     publisher = Publisher(Route(Note, "Note"))
     closes: list[BaseException | None] = []
-    async with Connection("writer", broker_url, publish_timeout=5.0) as writer:
+    async with Connection("writer", amqp_events_broker_url, publish_timeout=5.0) as writer:
         await writer.start(event_stream_publisher(publisher), close_listener(closes.append))
         assert transport_of(writer).frame_max == FRAME_MAX_DEFAULT
         started = asyncio.get_running_loop().time()
@@ -61,9 +61,11 @@ async def test_a_header_frame_over_frame_max_fails_at_once_and_the_connection_st
         assert closes == []  # nothing was sent, so nothing was closed
 
 
-async def test_a_body_over_max_message_size_is_refused_like_rabbitmq(broker_url: str) -> None:
+async def test_a_body_over_max_message_size_is_refused_like_rabbitmq(
+    amqp_events_broker_url: str,
+) -> None:
     publisher = Publisher(Route(Note, "Note"))
-    async with Connection("writer", broker_url, publish_timeout=10.0) as writer:
+    async with Connection("writer", amqp_events_broker_url, publish_timeout=10.0) as writer:
         await writer.start(event_stream_publisher(publisher))
         with pytest.raises(PublishError) as error:
             await publisher.publish(Note(text="x" * MAX_MESSAGE_SIZE_DEFAULT))
@@ -85,9 +87,9 @@ async def test_a_body_over_max_message_size_is_refused_like_rabbitmq(broker_url:
     ],
 )
 async def test_an_unencodable_header_is_refused_naming_it(
-    broker_url: str, headers: dict[str, Any], wanted: str
+    amqp_events_broker_url: str, headers: dict[str, Any], wanted: str
 ) -> None:
-    async with Connection("writer", broker_url, publish_timeout=5.0) as writer:
+    async with Connection("writer", amqp_events_broker_url, publish_timeout=5.0) as writer:
         await writer.start()
         with pytest.raises(PublishError, match="not sent") as error:
             await transport_of(writer).publish(EXCHANGE, "Note", b"{}", headers)
@@ -95,24 +97,24 @@ async def test_an_unencodable_header_is_refused_naming_it(
         assert "not confirmed" not in str(error.value)
 
 
-async def test_user_headers_are_checked_before_publishing(broker_url: str) -> None:
+async def test_user_headers_are_checked_before_publishing(amqp_events_broker_url: str) -> None:
     publisher = Publisher(Route(Note, "Note"))
-    async with Connection("writer", broker_url) as writer:
+    async with Connection("writer", amqp_events_broker_url) as writer:
         await writer.start(event_stream_publisher(publisher))
         with pytest.raises(ConfigurationError, match="header 'f' cannot be sent: the float 0.1"):
             await publisher.publish(Note(text="n"), headers={"f": 0.1})
 
 
-async def test_headers_arrive_as_pamqp_decodes_them(broker_url: str) -> None:
+async def test_headers_arrive_as_pamqp_decodes_them(amqp_events_broker_url: str) -> None:
     got: Collector[dict[str, Any]] = Collector()
     publisher = Publisher(Route(Note, "Note"))
-    reader = Connection("reader", broker_url)
+    reader = Connection("reader", amqp_events_broker_url)
 
     @reader.event_stream_consumer("Note")
     async def on_note(note: Note, headers: Any) -> None:
         got.add(dict(headers))
 
-    async with reader, Connection("writer", broker_url) as writer:
+    async with reader, Connection("writer", amqp_events_broker_url) as writer:
         await reader.start()
         await writer.start(event_stream_publisher(publisher))
         when = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)

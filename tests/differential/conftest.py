@@ -16,10 +16,10 @@ from amqp_events.testing._urls import url_with_vhost
 
 
 @pytest.fixture(scope="session")
-def differential_url(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
+def differential_url(amqp_events_rabbitmq_broker: BrokerHandle) -> Iterator[str]:
     """AMQP URL of a vhost made for this suite, deleted at the end of the session."""
     try:
-        vhost = rabbitmq_broker.create_vhost()
+        vhost = amqp_events_rabbitmq_broker.create_vhost()
     except VhostAdminError as exc:
         problem = str(exc)
     else:
@@ -27,6 +27,6 @@ def differential_url(rabbitmq_broker: BrokerHandle) -> Iterator[str]:
     if problem:
         pytest.fail(problem, pytrace=False)
     try:
-        yield url_with_vhost(rabbitmq_broker.url, vhost)
+        yield url_with_vhost(amqp_events_rabbitmq_broker.url, vhost)
     finally:
-        rabbitmq_broker.delete_vhost(vhost)
+        amqp_events_rabbitmq_broker.delete_vhost(vhost)

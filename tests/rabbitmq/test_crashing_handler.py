@@ -38,10 +38,10 @@ async def run_until_it_dies(url: str, record: Path, *options: str) -> bool:
 
 @pytest.mark.parametrize("kind", ["classic", "quorum"])
 async def test_a_handler_that_kills_its_process_ends_in_the_dlq(
-    rabbitmq_vhost_url: str, tmp_path: Path, kind: str
+    amqp_events_rabbitmq_vhost_url: str, tmp_path: Path, kind: str
 ) -> None:
     options = ("quorum",) if kind == "quorum" else ()
-    url = rabbitmq_vhost_url
+    url = amqp_events_rabbitmq_vhost_url
     record = tmp_path / "calls.txt"
     # Declare the service's queues once, then publish the poison message.
     async with Connection(SERVICE, url) as setup:

@@ -40,8 +40,10 @@ async def declare_like_goamqp(url: str, service: str, key: str) -> None:
         await queue.bind(exchange, key)
 
 
-async def test_consumer_starts_on_a_queue_goamqp_declared(rabbitmq_vhost_url: str) -> None:
-    await declare_like_goamqp(rabbitmq_vhost_url, "stat", "Order.Created")
+async def test_consumer_starts_on_a_queue_goamqp_declared(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
+    await declare_like_goamqp(amqp_events_rabbitmq_vhost_url, "stat", "Order.Created")
     got: Collector[OrderCreated] = Collector()
 
     async def on_created(event: OrderCreated) -> None:
@@ -49,26 +51,26 @@ async def test_consumer_starts_on_a_queue_goamqp_declared(rabbitmq_vhost_url: st
 
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
     async with (
-        Connection("stat", rabbitmq_vhost_url) as stat,
-        Connection("orders", rabbitmq_vhost_url) as orders,
+        Connection("stat", amqp_events_rabbitmq_vhost_url) as stat,
+        Connection("orders", amqp_events_rabbitmq_vhost_url) as orders,
     ):
         await stat.start(event_stream_consumer("Order.Created", on_created))  # no 406
         await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderCreated(id="1", amount=2))
         assert await got.wait(1) == [OrderCreated(id="1", amount=2)]
     # and goamqp can still declare it after us
-    await declare_like_goamqp(rabbitmq_vhost_url, "stat", "Order.Created")
+    await declare_like_goamqp(amqp_events_rabbitmq_vhost_url, "stat", "Order.Created")
 
 
 async def test_declared_queue_arguments_are_exactly_goamqps(
-    rabbitmq_vhost_url: str, rabbitmq_admin: object
+    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_admin: object
 ) -> None:
     async def on_created(event: OrderCreated) -> None:
         pass
 
-    async with Connection("stat", rabbitmq_vhost_url) as stat:
+    async with Connection("stat", amqp_events_rabbitmq_vhost_url) as stat:
         await stat.start(event_stream_consumer("Order.#", on_created))
-        queues = {q["name"]: q for q in rabbitmq_admin.queues()}  # type: ignore[attr-defined]
+        queues = {q["name"]: q for q in amqp_events_rabbitmq_admin.queues()}  # type: ignore[attr-defined]
     queue = queues["events.topic.exchange.queue.stat"]
     assert queue["durable"] is True
     assert queue["auto_delete"] is False
@@ -84,7 +86,7 @@ async def test_declared_queue_arguments_are_exactly_goamqps(
     dlq = queues["events.topic.exchange.queue.stat.dlq"]
     assert dlq["durable"] is True
     assert dlq["arguments"] == {}
-    bindings = rabbitmq_admin.bindings()  # type: ignore[attr-defined]
+    bindings = amqp_events_rabbitmq_admin.bindings()  # type: ignore[attr-defined]
     assert any(
         b["source"] == "events.topic.exchange"
         and b["destination"] == "events.topic.exchange.queue.stat"
@@ -93,10 +95,12 @@ async def test_declared_queue_arguments_are_exactly_goamqps(
     ), bindings
 
 
-async def test_redeclaring_with_other_arguments_would_fail(rabbitmq_vhost_url: str) -> None:
+async def test_redeclaring_with_other_arguments_would_fail(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
     """The check above means something: RabbitMQ refuses different arguments."""
-    await declare_like_goamqp(rabbitmq_vhost_url, "stat", "Order.Created")
-    connection = await aio_pika.connect(rabbitmq_vhost_url)
+    await declare_like_goamqp(amqp_events_rabbitmq_vhost_url, "stat", "Order.Created")
+    connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
     async with connection:
         channel = await connection.channel()
         with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
@@ -105,8 +109,8 @@ async def test_redeclaring_with_other_arguments_would_fail(rabbitmq_vhost_url: s
             )
 
 
-async def test_published_message_properties(rabbitmq_vhost_url: str) -> None:
-    connection = await aio_pika.connect(rabbitmq_vhost_url)
+async def test_published_message_properties(amqp_events_rabbitmq_vhost_url: str) -> None:
+    connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
     async with connection:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
@@ -115,7 +119,7 @@ async def test_published_message_properties(rabbitmq_vhost_url: str) -> None:
         spy = await channel.declare_queue(f"spy-{uuid.uuid4()}", exclusive=True)
         await spy.bind(exchange, "#")
         publisher = Publisher(Route(OrderCreated, "Order.Created"))
-        async with Connection("orders", rabbitmq_vhost_url) as orders:
+        async with Connection("orders", amqp_events_rabbitmq_vhost_url) as orders:
             await orders.start(event_stream_publisher(publisher))
             await publisher.publish(OrderCreated(id="7", amount=3), headers={"trace": "abc"})
         message = await spy.get(timeout=5)

@@ -10,9 +10,11 @@ import pytest
 from amqp_events import BrokerConnectionError, Connection
 
 
-async def test_missing_vhost_is_named_with_how_to_create_it(rabbitmq_vhost_url: str) -> None:
+async def test_missing_vhost_is_named_with_how_to_create_it(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
     vhost = f"amqp-events-missing-{uuid.uuid4().hex[:12]}"
-    url = urlunsplit(urlsplit(rabbitmq_vhost_url)._replace(path=f"/{vhost}"))
+    url = urlunsplit(urlsplit(amqp_events_rabbitmq_vhost_url)._replace(path=f"/{vhost}"))
     connection = Connection("orders", url, connect_timeout=10)
     with pytest.raises(BrokerConnectionError) as refused:
         await connection.start()

@@ -51,9 +51,9 @@ async def _outcome(session: AmqpSession, routing_key: str, message_id: str) -> s
 
 
 async def test_concurrent_mandatory_publishes_sharing_a_message_id_get_their_own_outcome(
-    rabbitmq_vhost_url: str,
+    amqp_events_rabbitmq_vhost_url: str,
 ) -> None:
-    session = await _open(rabbitmq_vhost_url)
+    session = await _open(amqp_events_rabbitmq_vhost_url)
     try:
         queue = QueueSpec("matching-q", False, False, False, {})
         await session.declare(Topology(queues=[queue]))
@@ -66,8 +66,10 @@ async def test_concurrent_mandatory_publishes_sharing_a_message_id_get_their_own
         await session.close()
 
 
-async def test_publishes_with_distinct_ids_still_pipeline(rabbitmq_vhost_url: str) -> None:
-    session = await _open(rabbitmq_vhost_url)
+async def test_publishes_with_distinct_ids_still_pipeline(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
+    session = await _open(amqp_events_rabbitmq_vhost_url)
     try:
         queue = QueueSpec("matching-q2", False, False, False, {})
         await session.declare(Topology(queues=[queue]))

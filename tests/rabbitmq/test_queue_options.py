@@ -24,22 +24,22 @@ class Note(BaseModel):
 
 
 async def test_quorum_single_active_consumer_queue(
-    rabbitmq_vhost_url: str, rabbitmq_admin: VhostView
+    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_admin: VhostView
 ) -> None:
     got: Collector[int] = Collector()
     publisher = Publisher(Route(Note, "Note"))
-    reader = Connection("reader", rabbitmq_vhost_url)
+    reader = Connection("reader", amqp_events_rabbitmq_vhost_url)
 
     @reader.event_stream_consumer("Note")
     async def on_note(note: Note) -> None:
         got.add(note.n)
 
-    async with reader, Connection("writer", rabbitmq_vhost_url) as writer:
+    async with reader, Connection("writer", amqp_events_rabbitmq_vhost_url) as writer:
         await reader.start(with_queue_options(quorum=True, single_active_consumer=True))
         await writer.start(event_stream_publisher(publisher))
         await publisher.publish(Note(n=1))
         assert await got.wait(1) == [1]
-        queue = rabbitmq_admin.queue("events.topic.exchange.queue.reader")
+        queue = amqp_events_rabbitmq_admin.queue("events.topic.exchange.queue.reader")
     assert queue["arguments"] == {
         "x-expires": 432000000,
         "x-queue-type": "quorum",
@@ -47,9 +47,13 @@ async def test_quorum_single_active_consumer_queue(
     }
 
 
-async def test_tls_handshake_failure_is_a_clear_connection_error(amqp_url: str) -> None:
+async def test_tls_handshake_failure_is_a_clear_connection_error(
+    amqp_events_rabbitmq_url: str,
+) -> None:
     # A TLS client against the plain AMQP port: the handshake fails, and says where.
-    url = amqp_url.replace("amqp://", "amqps://", 1).replace("guest:guest@", "guest:s3cret@")
+    url = amqp_events_rabbitmq_url.replace("amqp://", "amqps://", 1).replace(
+        "guest:guest@", "guest:s3cret@"
+    )
     context = ssl.create_default_context()
     conn = Connection("tls", url, ssl_context=context, connect_timeout=3)
     with pytest.raises(BrokerConnectionError, match="cannot connect") as info:

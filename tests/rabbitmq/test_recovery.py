@@ -30,11 +30,11 @@ def _rabbitmqctl() -> None:
     broker_control.require_rabbitmqctl()
 
 
-async def test_killed_connections_are_restored(rabbitmq_vhost_url: str) -> None:
+async def test_killed_connections_are_restored(amqp_events_rabbitmq_vhost_url: str) -> None:
     got: Collector[int] = Collector()
     losses: list[BaseException | None] = []
     publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", rabbitmq_vhost_url)
+    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
 
     @conn.event_stream_consumer("Tick")
     async def on_tick(event: Tick) -> None:
@@ -51,21 +51,25 @@ async def test_killed_connections_are_restored(rabbitmq_vhost_url: str) -> None:
     assert losses[-1] is None
 
 
-async def test_deleted_queue_comes_back_and_keeps_consuming(rabbitmq_vhost_url: str) -> None:
+async def test_deleted_queue_comes_back_and_keeps_consuming(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
     got: Collector[int] = Collector()
     publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", rabbitmq_vhost_url)
+    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
 
     @conn.event_stream_consumer("Tick")
     async def on_tick(event: Tick) -> None:
         got.add(event.n)
 
-    async with conn, Connection("source", rabbitmq_vhost_url) as source:
+    async with conn, Connection("source", amqp_events_rabbitmq_vhost_url) as source:
         await conn.start()
         await source.start(event_stream_publisher(publisher))
         await publisher.publish(Tick(n=1))
         await got.wait(1)
-        await broker_control.delete_queue(rabbitmq_vhost_url, "events.topic.exchange.queue.ticker")
+        await broker_control.delete_queue(
+            amqp_events_rabbitmq_vhost_url, "events.topic.exchange.queue.ticker"
+        )
 
         async def delivered_again() -> bool:
             try:
@@ -79,16 +83,19 @@ async def test_deleted_queue_comes_back_and_keeps_consuming(rabbitmq_vhost_url: 
         await eventually(delivered_again, within=20)
 
 
-async def test_broker_restart_is_survived(rabbitmq_vhost_url: str) -> None:
+async def test_broker_restart_is_survived(amqp_events_rabbitmq_vhost_url: str) -> None:
     got: Collector[int] = Collector()
     publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", rabbitmq_vhost_url)
+    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
 
     @conn.event_stream_consumer("Tick")
     async def on_tick(event: Tick) -> None:
         got.add(event.n)
 
-    async with conn, Connection("source", rabbitmq_vhost_url, publish_timeout=60) as source:
+    async with (
+        conn,
+        Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=60) as source,
+    ):
         await conn.start()
         await source.start(event_stream_publisher(publisher))
         await publisher.publish(Tick(n=1))
@@ -104,9 +111,11 @@ async def test_broker_restart_is_survived(rabbitmq_vhost_url: str) -> None:
         assert 2 in await got.wait(2, within=30)
 
 
-async def test_publishes_during_an_outage_confirm_or_fail_clearly(rabbitmq_vhost_url: str) -> None:
+async def test_publishes_during_an_outage_confirm_or_fail_clearly(
+    amqp_events_rabbitmq_vhost_url: str,
+) -> None:
     publisher = Publisher(Route(Tick, "Tick"))
-    async with Connection("source", rabbitmq_vhost_url, publish_timeout=3) as source:
+    async with Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=3) as source:
         await source.start(event_stream_publisher(publisher))
         await broker_control.stop_broker()
         try:
@@ -124,17 +133,20 @@ async def test_publishes_during_an_outage_confirm_or_fail_clearly(rabbitmq_vhost
 
 
 async def test_publishes_during_a_5s_outage_are_confirmed_after_recovery(
-    rabbitmq_vhost_url: str,
+    amqp_events_rabbitmq_vhost_url: str,
 ) -> None:
     got: Collector[int] = Collector()
     publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", rabbitmq_vhost_url)
+    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
 
     @conn.event_stream_consumer("Tick")
     async def on_tick(event: Tick) -> None:
         got.add(event.n)
 
-    async with conn, Connection("source", rabbitmq_vhost_url, publish_timeout=60) as source:
+    async with (
+        conn,
+        Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=60) as source,
+    ):
         await conn.start()
         await source.start(event_stream_publisher(publisher))
         await broker_control.stop_broker()
@@ -147,10 +159,10 @@ async def test_publishes_during_a_5s_outage_are_confirmed_after_recovery(
         assert set(await got.wait(1000, within=60)) == set(range(1000))
 
 
-async def test_multi_host_url_skips_a_dead_host(amqp_url: str) -> None:
+async def test_multi_host_url_skips_a_dead_host(amqp_events_rabbitmq_url: str) -> None:
     # Port 1 on loopback answers nothing: the second host is the live broker.
-    live = amqp_url.split("@", 1)[1].split("/", 1)[0]
-    url = amqp_url.replace(f"@{live}", f"@127.0.0.1:1,{live}")
+    live = amqp_events_rabbitmq_url.split("@", 1)[1].split("/", 1)[0]
+    url = amqp_events_rabbitmq_url.replace(f"@{live}", f"@127.0.0.1:1,{live}")
     publisher = Publisher(Route(Tick, "Tick"))
     async with Connection("multi", url) as conn:
         await conn.start(event_stream_publisher(publisher))

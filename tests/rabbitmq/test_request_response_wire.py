@@ -50,19 +50,19 @@ async def assert_exchange_type(url: str, name: str, kind: aio_pika.ExchangeType)
 
 
 async def test_names_bindings_and_arguments(
-    rabbitmq_vhost_url: str, rabbitmq_admin: VhostView
+    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_admin: VhostView
 ) -> None:
     async with (
-        Connection("shop", rabbitmq_vhost_url) as shop,
-        Connection("billing", rabbitmq_vhost_url) as billing,
+        Connection("shop", amqp_events_rabbitmq_vhost_url) as shop,
+        Connection("billing", amqp_events_rabbitmq_vhost_url) as billing,
     ):
         await billing.start(service_request_consumer("Quote", price))
         await shop.start(
             service_publisher("billing", Publisher(Route(Quote, "Quote"))),
             service_response_consumer("billing", "Quote", on_price),
         )
-        queues = {q["name"]: q for q in rabbitmq_admin.queues()}
-        bindings = rabbitmq_admin.bindings()
+        queues = {q["name"]: q for q in amqp_events_rabbitmq_admin.queues()}
+        bindings = amqp_events_rabbitmq_admin.bindings()
     expected_queues = {
         "billing.direct.exchange.request.queue",
         "billing.headers.exchange.response.queue.shop",
@@ -92,22 +92,28 @@ async def test_names_bindings_and_arguments(
         {"service": "shop"},
     ), bindings
     await assert_exchange_type(
-        rabbitmq_vhost_url, "billing.direct.exchange.request", aio_pika.ExchangeType.DIRECT
+        amqp_events_rabbitmq_vhost_url,
+        "billing.direct.exchange.request",
+        aio_pika.ExchangeType.DIRECT,
     )
     await assert_exchange_type(
-        rabbitmq_vhost_url, "billing.headers.exchange.response", aio_pika.ExchangeType.HEADERS
+        amqp_events_rabbitmq_vhost_url,
+        "billing.headers.exchange.response",
+        aio_pika.ExchangeType.HEADERS,
     )
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
         await assert_exchange_type(
-            rabbitmq_vhost_url, "billing.headers.exchange.response", aio_pika.ExchangeType.TOPIC
+            amqp_events_rabbitmq_vhost_url,
+            "billing.headers.exchange.response",
+            aio_pika.ExchangeType.TOPIC,
         )
 
 
-async def test_answers_a_goamqp_caller(rabbitmq_vhost_url: str) -> None:
+async def test_answers_a_goamqp_caller(amqp_events_rabbitmq_vhost_url: str) -> None:
     """A goamqp caller sends no correlation id; it gets the response in its response queue."""
-    async with Connection("billing", rabbitmq_vhost_url) as billing:
+    async with Connection("billing", amqp_events_rabbitmq_vhost_url) as billing:
         await billing.start(service_request_consumer("Quote", price))
-        connection = await aio_pika.connect(rabbitmq_vhost_url)
+        connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
         async with connection:
             channel = await connection.channel()
             responses = await channel.declare_exchange(
@@ -139,7 +145,7 @@ async def test_answers_a_goamqp_caller(rabbitmq_vhost_url: str) -> None:
     assert message.correlation_id is None
 
 
-async def test_reads_a_goamqp_responder(rabbitmq_vhost_url: str) -> None:
+async def test_reads_a_goamqp_responder(amqp_events_rabbitmq_vhost_url: str) -> None:
     """A goamqp responder copies no correlation id: responses reach the response handler."""
     got: Collector[Price] = Collector()
 
@@ -147,12 +153,12 @@ async def test_reads_a_goamqp_responder(rabbitmq_vhost_url: str) -> None:
         got.add(response)
 
     publisher = Publisher(Route(Quote, "Quote"))
-    async with Connection("shop", rabbitmq_vhost_url) as shop:
+    async with Connection("shop", amqp_events_rabbitmq_vhost_url) as shop:
         await shop.start(
             service_publisher("go-billing", publisher),
             service_response_consumer("go-billing", "Quote", on_response),
         )
-        connection = await aio_pika.connect(rabbitmq_vhost_url)
+        connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
         async with connection:
             channel = await connection.channel()
             request_queue = await channel.declare_queue(
@@ -174,13 +180,13 @@ async def test_reads_a_goamqp_responder(rabbitmq_vhost_url: str) -> None:
             assert await got.wait(1) == [Price(item="tea", total=6)]
 
 
-async def test_queue_publisher_message_is_goamqps(rabbitmq_vhost_url: str) -> None:
+async def test_queue_publisher_message_is_goamqps(amqp_events_rabbitmq_vhost_url: str) -> None:
     publisher = Publisher(Route(Quote, "Quote.Sent"))
-    connection = await aio_pika.connect(rabbitmq_vhost_url)
+    connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue("inbox", durable=True)
-        async with Connection("sender", rabbitmq_vhost_url) as sender:
+        async with Connection("sender", amqp_events_rabbitmq_vhost_url) as sender:
             await sender.start(queue_publisher(publisher, "inbox"))
             await publisher.publish(Quote(item="x", count=1))
         message = await queue.get(timeout=5)

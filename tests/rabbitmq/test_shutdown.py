@@ -163,9 +163,9 @@ async def handled_elsewhere(url: str, record: Path, expected: set[int]) -> list[
 
 
 async def test_sigterm_lets_running_handlers_finish(
-    rabbitmq_vhost_url: str, tmp_path: Path
+    amqp_events_rabbitmq_vhost_url: str, tmp_path: Path
 ) -> None:
-    url = rabbitmq_vhost_url
+    url = amqp_events_rabbitmq_vhost_url
     await declare_and_publish(url, EVENTS)
     shutdown_timeout = 10.0
     async with slow_service(
@@ -193,9 +193,9 @@ async def test_sigterm_lets_running_handlers_finish(
 
 
 async def test_sigterm_with_short_shutdown_timeout_requeues_unfinished(
-    rabbitmq_vhost_url: str, tmp_path: Path
+    amqp_events_rabbitmq_vhost_url: str, tmp_path: Path
 ) -> None:
-    url = rabbitmq_vhost_url
+    url = amqp_events_rabbitmq_vhost_url
     await declare_and_publish(url, EVENTS)
     shutdown_timeout = 0.2
     async with slow_service(

@@ -196,9 +196,9 @@ async def list_rows(*args: str) -> list[dict[str, Any]]:
 
 
 async def test_soak_10000_events_through_restarts_and_killed_connections(
-    rabbitmq_vhost_url: str, rabbitmq_vhost: str
+    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_vhost: str
 ) -> None:
-    url, vhost = rabbitmq_vhost_url, rabbitmq_vhost
+    url, vhost = amqp_events_rabbitmq_vhost_url, amqp_events_rabbitmq_vhost
     began = time.monotonic()
     received: Counter[int] = Counter()
     all_received = asyncio.Event()
@@ -275,7 +275,7 @@ async def test_soak_10000_events_through_restarts_and_killed_connections(
 
 
 async def test_publishes_cut_off_by_killed_connections_raise_nothing_but_publish_error(
-    rabbitmq_vhost_url: str,
+    amqp_events_rabbitmq_vhost_url: str,
 ) -> None:
     """Publishes waiting for their confirm when the broker kills the connection: each one is
     confirmed after the reconnection or raises PublishError, never anything else."""
@@ -298,7 +298,9 @@ async def test_publishes_cut_off_by_killed_connections_raise_nothing_but_publish
         confirmed = outcomes["confirmed"]  # then publishing goes on over the new connection
         await eventually(lambda: outcomes["confirmed"] > confirmed, within=30, what="a confirm")
 
-    async with Connection("soak-publisher", rabbitmq_vhost_url, publish_timeout=30) as source:
+    async with Connection(
+        "soak-publisher", amqp_events_rabbitmq_vhost_url, publish_timeout=30
+    ) as source:
         await source.start(event_stream_publisher(publisher), close_listener(losses.append))
         publishing = asyncio.create_task(keep_publishing())
         try:

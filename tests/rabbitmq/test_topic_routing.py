@@ -45,13 +45,13 @@ def our_routing(pattern_list: list[str], key_list: list[str]) -> set[tuple[int, 
     }
 
 
-async def test_wire_table_on_the_broker(rabbitmq_vhost_url: str) -> None:
+async def test_wire_table_on_the_broker(amqp_events_rabbitmq_vhost_url: str) -> None:
     pattern_list = [p for p, _, _ in WIRE_CASES]
     key_list = [k for _, k, _ in WIRE_CASES]
     expected = {(i, i) for i, (_, _, match) in enumerate(WIRE_CASES) if match}
     diagonal = {
         (p, k)
-        for p, k in await broker_routing(rabbitmq_vhost_url, pattern_list, key_list)
+        for p, k in await broker_routing(amqp_events_rabbitmq_vhost_url, pattern_list, key_list)
         if p == k
     }
     assert diagonal == expected
@@ -64,8 +64,8 @@ async def test_wire_table_on_the_broker(rabbitmq_vhost_url: str) -> None:
     st.lists(patterns, min_size=1, max_size=8, unique=True), st.lists(keys, min_size=1, max_size=12)
 )
 async def test_generated_patterns_route_like_rabbitmq(
-    rabbitmq_vhost_url: str, pattern_list: list[str], key_list: list[str]
+    amqp_events_rabbitmq_vhost_url: str, pattern_list: list[str], key_list: list[str]
 ) -> None:
     assert our_routing(pattern_list, key_list) == await broker_routing(
-        rabbitmq_vhost_url, pattern_list, key_list
+        amqp_events_rabbitmq_vhost_url, pattern_list, key_list
     )

@@ -18,27 +18,29 @@ FIVE_DAYS_MS = 432000000
 
 
 async def test_vhost_url_points_into_a_fresh_vhost(
-    rabbitmq_vhost_url: str, rabbitmq_vhost: str, rabbitmq_admin: VhostView
+    amqp_events_rabbitmq_vhost_url: str,
+    amqp_events_rabbitmq_vhost: str,
+    amqp_events_rabbitmq_admin: VhostView,
 ) -> None:
-    assert rabbitmq_vhost.startswith(VHOST_PREFIX)
-    connection = await aio_pika.connect(rabbitmq_vhost_url)
+    assert amqp_events_rabbitmq_vhost.startswith(VHOST_PREFIX)
+    connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
     async with connection:
         channel = await connection.channel()
         await channel.declare_queue("orders", durable=True, arguments={"x-expires": FIVE_DAYS_MS})
         # The admin blocks (rabbitmqctl takes ~0.5 s): keep the loop and the connection alive.
-        queues = await asyncio.to_thread(rabbitmq_admin.queues)
+        queues = await asyncio.to_thread(amqp_events_rabbitmq_admin.queues)
 
     assert queues == [
         {
             "name": "orders",
-            "vhost": rabbitmq_vhost,
+            "vhost": amqp_events_rabbitmq_vhost,
             "durable": True,
             "auto_delete": False,
             "exclusive": False,
             "arguments": {"x-expires": FIVE_DAYS_MS},
         }
     ]
-    assert rabbitmq_admin.bindings() == [
+    assert amqp_events_rabbitmq_admin.bindings() == [
         {
             "source": "",
             "destination": "orders",
@@ -49,17 +51,19 @@ async def test_vhost_url_points_into_a_fresh_vhost(
     ]
 
 
-def test_queue_lookup_names_the_queues_there(rabbitmq_admin: VhostView) -> None:
+def test_queue_lookup_names_the_queues_there(amqp_events_rabbitmq_admin: VhostView) -> None:
     with pytest.raises(LookupError, match=r"no queue 'missing' in vhost .* \(queues: none\)"):
-        rabbitmq_admin.queue("missing")
+        amqp_events_rabbitmq_admin.queue("missing")
 
 
-def test_vhost_exists_during_the_test(rabbitmq_broker: BrokerHandle, rabbitmq_vhost: str) -> None:
-    assert rabbitmq_vhost in rabbitmq_broker.vhost_admin().list_vhosts()
+def test_vhost_exists_during_the_test(
+    amqp_events_rabbitmq_broker: BrokerHandle, amqp_events_rabbitmq_vhost: str
+) -> None:
+    assert amqp_events_rabbitmq_vhost in amqp_events_rabbitmq_broker.vhost_admin().list_vhosts()
 
 
-async def test_amqp_url_reaches_the_broker(amqp_url: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
+async def test_amqp_url_reaches_the_broker(amqp_events_rabbitmq_url: str) -> None:
+    connection = await aio_pika.connect(amqp_events_rabbitmq_url)
     await connection.close()
 
 
@@ -75,25 +79,31 @@ def record(broker, vhost, url):
         f.write(json.dumps(entry) + "\\n")
 
 
-def test_passes(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url):
-    record(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url)
+def test_passes(
+    amqp_events_rabbitmq_broker, amqp_events_rabbitmq_vhost, amqp_events_rabbitmq_vhost_url
+):
+    record(amqp_events_rabbitmq_broker, amqp_events_rabbitmq_vhost, amqp_events_rabbitmq_vhost_url)
 
 
-def test_fails(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url):
-    record(rabbitmq_broker, rabbitmq_vhost, rabbitmq_vhost_url)
+def test_fails(
+    amqp_events_rabbitmq_broker, amqp_events_rabbitmq_vhost, amqp_events_rabbitmq_vhost_url
+):
+    record(amqp_events_rabbitmq_broker, amqp_events_rabbitmq_vhost, amqp_events_rabbitmq_vhost_url)
     raise AssertionError("fails on purpose: its vhost must be deleted all the same")
 """
 
 
 def test_each_test_gets_its_own_vhost_deleted_afterwards(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, rabbitmq_broker: BrokerHandle
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    amqp_events_rabbitmq_broker: BrokerHandle,
 ) -> None:
-    admin = rabbitmq_broker.vhost_admin()
+    admin = amqp_events_rabbitmq_broker.vhost_admin()
     # The inner session must find this same broker and manage it the same way.
-    monkeypatch.setenv("AMQP_URL", rabbitmq_broker.url)
+    monkeypatch.setenv("AMQP_URL", amqp_events_rabbitmq_broker.url)
     if isinstance(admin, ManagementApiAdmin):
         monkeypatch.setenv("AMQP_MANAGEMENT_URL", admin.api_url)
-    elif rabbitmq_broker.container is not None:
+    elif amqp_events_rabbitmq_broker.container is not None:
         pytest.skip("an inner session cannot exec rabbitmqctl in this session's container")
     record = pytester.path / "vhosts.jsonl"
     pytester.makeini(

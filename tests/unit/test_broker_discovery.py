@@ -835,7 +835,7 @@ def test_container_admin_falls_back_to_exec() -> None:
 # --- the pytest plugin -------------------------------------------------------------------------
 
 PLUGIN_TESTS = """
-def test_uses_broker(amqp_url):
+def test_uses_broker(amqp_events_rabbitmq_url):
     pass
 
 def test_needs_nothing():
