@@ -1,6 +1,21 @@
 """amqp-events: event-driven services on RabbitMQ, wire-compatible with goamqp.
 
-The public API is exactly ``__all__``; every other module is private.
+The public API is exactly ``__all__``; every other module is private. The path of a message,
+module by module:
+
+- setting up: ``_connection`` (lifecycle) applies the setup functions (``_setup_streams``,
+  ``_setup_services``, ``_setup_options``) to a ``_setup_builder``; ``_router`` holds
+  decorated handlers; names and arguments come from ``_naming``; what is declared is
+  ``_topology``;
+- publishing: ``_publisher`` (type -> key via ``_routing``, ``_codec`` to JSON, ``_headers``
+  checked) -> ``transports`` (``_reconnecting`` over ``_amqp`` for RabbitMQ or ``memory`` for
+  the in-process broker; ``_wire`` says what AMQP can carry) -> the broker;
+- consuming: the transport -> ``_consumer`` (dispatch: key -> handler from ``_handlers``,
+  decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures`` (retry and
+  dead-letter moves, by the ``_retry`` policy);
+- service to service: ``_requests`` (responder and awaited requests);
+- seeing what happens: ``_observe`` (observers), ``_message_log`` (a message logger);
+  ``_errors`` draws the exception tree; ``_cli`` and ``_demo`` are the command line.
 """
 
 from . import _version

@@ -29,6 +29,9 @@ SERVICE_HEADER: Final = "service"
 # RabbitMQ's sender-selected distribution: extra destination queues of one publish.
 CC_HEADER: Final = "CC"
 BCC_HEADER: Final = "BCC"
+# RabbitMQ owns headers starting with this (x-death, x-delivery-count ...; 3.13+ sets them only
+# itself): never copied into a republish, never read as routing or counting input.
+BROKER_HEADER_PREFIX: Final = "x-"
 
 TOPIC: Final = "topic"
 DIRECT: Final = "direct"

@@ -17,7 +17,13 @@ from typing import Any, Final
 from pamqp import commands as spec
 
 from .._errors import PublishError
-from .._naming import CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT
+from .._naming import (
+    BCC_HEADER,
+    BROKER_HEADER_PREFIX,
+    CC_HEADER,
+    CONTENT_TYPE_JSON,
+    DELIVERY_MODE_PERSISTENT,
+)
 from ._base import OutgoingProperties
 
 __all__ = [
@@ -284,7 +290,7 @@ def carried_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     """
     carried: dict[str, Any] = {}
     for name, value in headers.items():
-        if name in ("CC", "BCC") or name.startswith("x-"):
+        if name in (CC_HEADER, BCC_HEADER) or name.startswith(BROKER_HEADER_PREFIX):
             continue
         carried[_encodable_text(name)] = _encodable(value)
     return carried

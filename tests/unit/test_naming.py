@@ -36,6 +36,7 @@ from amqp_events import _naming as naming
         (naming.SERVICE_HEADER, "service"),
         (naming.CC_HEADER, "CC"),
         (naming.BCC_HEADER, "BCC"),
+        (naming.BROKER_HEADER_PREFIX, "x-"),
         (naming.ROUTING_KEY_HEADER, "amqp-events-routing-key"),
         (naming.EXCHANGE_HEADER, "amqp-events-exchange"),
         (naming.ATTEMPT_HEADER, "amqp-events-attempt"),
