@@ -104,7 +104,7 @@ class FailureRouter:
 
     def routing_key_of(self, delivery: Delivery) -> str:
         """The event's routing key: its own, or for a message that came back, our header."""
-        if delivery.routing_key == self.queue and delivery.exchange == "":
+        if self.came_back(delivery):
             carried = delivery.headers.get(naming.ROUTING_KEY_HEADER)
             # A routing key has at most 255 bytes: a longer "key" is not one of ours (and would
             # bloat the dispatcher's key cache).
