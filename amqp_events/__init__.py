@@ -1,19 +1,19 @@
 """amqp-events: event-driven services on RabbitMQ, wire-compatible with goamqp.
 
-The public API is exactly ``__all__``; every other module is private. The path of a message,
-module by module:
+The public API is exactly ``__all__`` (and the ``testing`` package); every other module is
+private. The path of a message, module by module:
 
-- setting up: ``_connection`` (lifecycle) applies the setup functions (``_setup_streams``,
-  ``_setup_services``, ``_setup_options``) to a ``_setup_builder``; ``_router`` holds
-  decorated handlers; names and arguments come from ``_naming``; what is declared is
-  ``_topology``;
-- publishing: ``_publisher`` (type -> key via ``_routing``, ``_codec`` to JSON, ``_headers``
-  checked) -> ``transports`` (``_reconnecting`` over ``_amqp`` for RabbitMQ or ``memory`` for
+- setting up: ``_connection`` (the lifecycle) runs the setup functions of ``_setup``
+  (``_streams``, ``_services``, ``_options``) on a ``SetupBuilder`` (``_setup/_builder``);
+  ``_event_router`` holds the decorated handlers; ``_naming`` names exchanges, queues and
+  headers; ``_topology`` is what gets declared;
+- publishing: ``_publisher`` (type -> key by ``_routes``, ``_codec`` to JSON, ``_headers``
+  checked) -> ``_transport`` (``_reconnecting`` over ``_amqp`` for RabbitMQ, or ``memory``,
   the in-process broker; ``_wire`` says what AMQP can carry) -> the broker;
-- consuming: the transport -> ``_consumer`` (dispatch: key -> handler from ``_handlers``,
-  decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures`` (retry and
-  dead-letter moves, by the ``_retry`` policy);
-- service to service: ``_requests`` (responder and awaited requests);
+- consuming: the transport -> ``_dispatch`` (key -> handler by ``_topics`` matching and
+  ``_handlers``, decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures``
+  (retry and dead-letter moves, by the ``_retry`` policy);
+- service to service: ``_requests`` (the responder and awaited requests);
 - seeing what happens: ``_observe`` (observers), ``_message_log`` (a message logger);
   ``_errors`` draws the exception tree; ``_cli`` and ``_demo`` are the command line.
 """
@@ -38,12 +38,12 @@ from ._errors import (
     Retry,
     Unroutable,
 )
+from ._event_router import EventRouter
 from ._headers import Headers
 from ._message_log import LoggedMessage
 from ._publisher import Publisher
 from ._retry import RetryPolicy
-from ._router import EventRouter
-from ._routing import Route
+from ._routes import Route
 from ._setup import (
     Setup,
     close_listener,
@@ -65,7 +65,7 @@ from ._setup import (
     with_retry_policy,
     with_type_mapping,
 )
-from .transports.memory import MemoryBroker
+from ._transport.memory import MemoryBroker
 
 __version__: str = _version.VERSION  # the installed version; by convention not in __all__
 

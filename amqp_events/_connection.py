@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 from . import _naming as naming
 from ._codec import encode
-from ._consumer import QueueDispatcher
+from ._dispatch import QueueDispatcher
 from ._errors import BrokerConnectionError, ConfigurationError, PublishError, ReconnectFailed
+from ._event_router import EventRouter, H, Registrations
 from ._failures import FailureRouter
 from ._handlers import Handler, ResolvedHandler, resolve
 from ._headers import check_user_headers
@@ -25,13 +26,12 @@ from ._message_log import MessageLogObserver
 from ._observe import Observer, Observers
 from ._publisher import Publisher
 from ._requests import PendingRequests, Responder
-from ._router import EventRouter, H, Registrations
 from ._setup import Setup, SetupBuilder
 from ._topology import ConsumerSpec, Topology
+from ._transport import transport_for
+from ._transport._base import Transport
 from ._url import check_urls, redact
 from ._version import VERSION
-from .transports import transport_for
-from .transports._base import Transport
 
 __all__ = ["URL_ENVIRONMENT_VARIABLE", "Connection"]
 

@@ -28,8 +28,8 @@ from ._errors import Unroutable
 from ._inflight import InFlight
 from ._observe import Observers
 from ._retry import MAX_ATTEMPTS, DeadReason, RetryPolicy
-from .transports._base import Delivery, OutgoingProperties, Transport
-from .transports._wire import carried_headers, header_frame_size, safe_text
+from ._transport._base import Delivery, OutgoingProperties, Transport
+from ._transport._wire import carried_headers, header_frame_size, safe_text
 
 __all__ = ["FailureRouter"]
 

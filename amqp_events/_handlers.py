@@ -12,7 +12,8 @@ from typing import Any, TypeAlias
 from ._codec import Decoder, decoder_for, is_event_type
 from ._errors import ConfigurationError
 from ._retry import RetryPolicy
-from ._routing import TypeMapping, is_pattern, topic_matches
+from ._routes import TypeMapping
+from ._topics import is_pattern, topic_matches
 
 __all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._naming import BCC_HEADER, CC_HEADER, HEADER_PREFIX, SERVICE_HEADER
-from .transports._wire import header_problem
+from ._transport._wire import header_problem
 
 __all__ = ["Headers", "check_user_headers"]
 
@@ -48,7 +48,7 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
     """Raise ConfigurationError naming the first header that cannot be sent unchanged.
 
     Accepted values are exactly those pamqp encodes and decodes back to an equal value (see
-    ``transports._wire.value_problem``): no tuples, bytes, lossy floats, naive or fractional
+    ``_transport._wire.value_problem``): no tuples, bytes, lossy floats, naive or fractional
     datetimes, ints beyond 64 bits, lone surrogates, or names over 128 UTF-8 bytes.
     """
     for name, value in headers.items():

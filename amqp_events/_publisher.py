@@ -24,8 +24,8 @@ from ._headers import check_user_headers
 from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
 from ._requests import PendingRequests, raise_if_error
-from ._routing import Route, TypeMapping
-from .transports._base import OutgoingProperties, Transport
+from ._routes import Route, TypeMapping
+from ._transport._base import OutgoingProperties, Transport
 
 __all__ = ["Destination", "Publisher"]
 

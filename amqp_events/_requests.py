@@ -20,8 +20,8 @@ from ._codec import encode
 from ._errors import ConfigurationError, PublishError, RemoteError
 from ._failures import describe
 from ._naming import ERROR_HEADER, ERROR_TYPE_HEADER, SERVICE_HEADER, response_exchange
-from .transports._base import Delivery, OutgoingProperties, Transport
-from .transports._wire import safe_text
+from ._transport._base import Delivery, OutgoingProperties, Transport
+from ._transport._wire import safe_text
 
 __all__ = [
     "MAX_PENDING_REQUESTS",

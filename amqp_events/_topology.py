@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .transports._base import Delivery
+    from ._transport._base import Delivery
 
 ExchangeType = Literal["topic", "direct", "headers", "fanout"]
 

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import aio_pika
 import pamqp.encode
 
-from amqp_events.transports.memory import broker_for_url
+from amqp_events._transport.memory import broker_for_url
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .._connection import Connection
-from ..transports.memory import MemoryBroker
+from .._transport.memory import MemoryBroker
 from ._broker import BrokerHandle, BrokerNotFoundError, find_broker
 from ._burst import ConnectionFactory
 from ._vhost_admin import VhostAdminError, VhostView

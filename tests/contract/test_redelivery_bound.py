@@ -10,7 +10,7 @@ import asyncio
 from pydantic import BaseModel
 
 from amqp_events import Connection, RetryPolicy
-from amqp_events.transports.memory import broker_for_url
+from amqp_events._transport.memory import broker_for_url
 from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
 
 QUEUE = "events.topic.exchange.queue.worker"

@@ -25,7 +25,7 @@ from amqp_events import (
     with_retry_policy,
 )
 from amqp_events._failures import FailureRouter
-from amqp_events.transports._base import Delivery
+from amqp_events._transport._base import Delivery
 from tests.helpers import Collector, drain, eventually, queue_depth, raw_publish
 
 QUEUE = "events.topic.exchange.queue.worker"

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from amqp_events import Connection, Publisher, PublishError, Route, event_stream_publisher
-from amqp_events.transports.memory import broker_for_url
+from amqp_events._transport.memory import broker_for_url
 from tests.helpers import Collector, eventually, queue_depth, raw_publish
 
 SERVICE = "closer"

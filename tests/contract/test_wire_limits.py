@@ -23,8 +23,8 @@ from amqp_events import (
     close_listener,
     event_stream_publisher,
 )
-from amqp_events.transports._base import Transport
-from amqp_events.transports._wire import FRAME_MAX_DEFAULT, MAX_MESSAGE_SIZE_DEFAULT
+from amqp_events._transport._base import Transport
+from amqp_events._transport._wire import FRAME_MAX_DEFAULT, MAX_MESSAGE_SIZE_DEFAULT
 from tests.helpers import Collector
 
 EXCHANGE = "events.topic.exchange"

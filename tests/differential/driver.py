@@ -26,9 +26,9 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from amqp_events._errors import BrokerError, PublishError
-from amqp_events.transports._base import Delivery
-from amqp_events.transports.memory import MemoryBroker, MemoryConnection
-from amqp_events.transports.memory._connection import channel_of
+from amqp_events._transport._base import Delivery
+from amqp_events._transport.memory import MemoryBroker, MemoryConnection
+from amqp_events._transport.memory._connection import channel_of
 from tests.helpers import raw_string_bytes
 
 __all__ = [

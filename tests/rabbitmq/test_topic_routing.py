@@ -8,7 +8,7 @@ import aio_pika
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amqp_events._routing import topic_matches
+from amqp_events._topics import topic_matches
 from tests.unit.test_routing import WIRE_CASES, keys, patterns
 
 

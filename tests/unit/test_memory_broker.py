@@ -23,14 +23,14 @@ from amqp_events._topology import (
     QueueSpec,
     Topology,
 )
-from amqp_events.transports import transport_for
-from amqp_events.transports._base import Delivery, OutgoingProperties, Transport
-from amqp_events.transports.memory import (
+from amqp_events._transport import transport_for
+from amqp_events._transport._base import Delivery, OutgoingProperties, Transport
+from amqp_events._transport.memory import (
     BindingInfo,
     MemoryBroker,
     broker_for_url,
 )
-from amqp_events.transports.memory._session import MemoryOpener
+from amqp_events._transport.memory._session import MemoryOpener
 from tests.helpers import eventually
 
 # ---------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from amqp_events import (
     Unroutable,
 )
 from amqp_events._topology import ConsumerSpec, Topology
-from amqp_events.transports._base import OutgoingProperties, Session, SessionHooks
-from amqp_events.transports._reconnecting import ReconnectingTransport
+from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
+from amqp_events._transport._reconnecting import ReconnectingTransport
 
 
 class StandInSession:

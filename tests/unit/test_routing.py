@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from amqp_events import ConfigurationError, Route
-from amqp_events._routing import TypeMapping, topic_matches, topics_overlap
+from amqp_events._routes import TypeMapping
+from amqp_events._topics import topic_matches, topics_overlap
 
 # (pattern, key, matches) from ../shared/WIRE.md, as RabbitMQ 3.10 routes them.
 WIRE_CASES = [

@@ -16,8 +16,8 @@ from pamqp.header import ContentHeader
 
 from amqp_events import ConfigurationError, PublishError
 from amqp_events._headers import check_user_headers
-from amqp_events.transports._base import OutgoingProperties
-from amqp_events.transports._wire import (
+from amqp_events._transport._base import OutgoingProperties
+from amqp_events._transport._wire import (
     FRAME_MAX_DEFAULT,
     MAX_MESSAGE_SIZE_DEFAULT,
     amqp_properties,

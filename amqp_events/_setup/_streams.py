@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _naming as naming
-from ._errors import ConfigurationError
-from ._handlers import Handler, HandlerSpec
-from ._publisher import Destination, Publisher
-from ._retry import RetryPolicy
-from ._setup_builder import Setup, SetupBuilder, check_publisher, handler_spec
-from ._topology import BindingSpec, ExchangeSpec, QueueSpec
+from .. import _naming as naming
+from .._errors import ConfigurationError
+from .._handlers import Handler, HandlerSpec
+from .._publisher import Destination, Publisher
+from .._retry import RetryPolicy
+from .._topology import BindingSpec, ExchangeSpec, QueueSpec
+from ._builder import Setup, SetupBuilder, check_publisher, handler_spec
 
 __all__ = [
     "event_stream_consumer",

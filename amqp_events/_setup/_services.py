@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _naming as naming
-from ._errors import ConfigurationError
-from ._handlers import Handler
-from ._publisher import Destination, Publisher
-from ._requests import MAX_PENDING_REQUESTS, PendingRequests
-from ._retry import RetryPolicy
-from ._setup_builder import (
+from .. import _naming as naming
+from .._errors import ConfigurationError
+from .._handlers import Handler
+from .._publisher import Destination, Publisher
+from .._requests import MAX_PENDING_REQUESTS, PendingRequests
+from .._retry import RetryPolicy
+from .._topology import BindingSpec, ExchangeSpec
+from ._builder import (
     Setup,
     SetupBuilder,
     check_publisher,
     check_service_name,
     handler_spec,
 )
-from ._topology import BindingSpec, ExchangeSpec
 
 __all__ = [
     "request_response_handler",

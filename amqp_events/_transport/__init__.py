@@ -1,4 +1,15 @@
-"""Transports: the seam between amqp-events and a broker (RabbitMQ, or the in-memory broker)."""
+"""Transports: the seam between amqp-events and a broker; all broker I/O goes through here.
+
+Private: a ``Connection`` picks its transport from the URL (``amqp://``/``amqps://`` or
+``memory://``). The modules:
+
+- ``_base``: the ``Transport`` and session protocols, ``Delivery``, ``OutgoingProperties``;
+- ``_reconnecting``: the transport a ``Connection`` uses, over one session at a time: replays
+  topology and consumers after a reconnection, holds publishes meanwhile;
+- ``_amqp``: a session on RabbitMQ (aio-pika/aiormq; the only module that imports them);
+- ``_wire``: what AMQP can carry (header values, frame sizes) and what moves may copy;
+- ``memory``: the in-process broker, with its session (``memory._session``).
+"""
 
 from __future__ import annotations
 

@@ -1,44 +1,12 @@
-"""Routes (event type <-> routing key), RabbitMQ's topic matching, and overlap checks."""
+"""Routing keys: their limits, RabbitMQ's topic matching, and whether two patterns overlap."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache, lru_cache
-
-from pydantic import BaseModel
 
 from ._errors import ConfigurationError
 
-__all__ = ["Route", "TypeMapping", "topic_matches", "topics_overlap", "validate_routing_key"]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Maps an event type (a pydantic model) to the routing key it is published with.
-
-    ``Route(OrderCreated, "Order.Created")``: the routing key carries the event's identity on the
-    wire, exactly as goamqp's ``Route{Type: OrderCreated{}, Key: "Order.Created"}``. A route
-    counts only where it is used: in its ``Publisher``, or in ``with_type_mapping`` on a
-    connection; creating one has no effect elsewhere.
-    """
-
-    event_type: type[BaseModel]
-    routing_key: str
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.event_type, type) and issubclass(self.event_type, BaseModel)):
-            raise ConfigurationError(
-                f"Route({self.event_type!r}, {self.routing_key!r}): the event type must be a "
-                "pydantic model class (a subclass of pydantic.BaseModel); dict is only for "
-                "handlers that read the raw JSON, a routed event needs a model"
-            )
-        validate_routing_key(self.routing_key, what=f"Route for {self.event_type.__name__}")
-        if "*" in self.routing_key.split(".") or "#" in self.routing_key.split("."):
-            raise ConfigurationError(
-                f"Route for {self.event_type.__name__}: routing key {self.routing_key!r} is a "
-                "pattern; a published event needs a concrete key (no '*' or '#' words)"
-            )
+__all__ = ["is_pattern", "topic_matches", "topics_overlap", "validate_routing_key"]
 
 
 def validate_routing_key(key: str, *, what: str) -> None:
@@ -47,48 +15,6 @@ def validate_routing_key(key: str, *, what: str) -> None:
         raise ConfigurationError(f"{what}: routing key must be a str, got {type(key).__name__}")
     if len(key.encode()) > 255:
         raise ConfigurationError(f"{what}: routing key {key[:40]!r}... is longer than 255 bytes")
-
-
-class TypeMapping:
-    """Both directions of a set of routes; a type or a key may appear only once."""
-
-    __slots__ = ("_key_by_type", "_type_by_key")
-
-    def __init__(self, routes: Iterable[Route] = ()) -> None:
-        self._key_by_type: dict[type[BaseModel], str] = {}
-        self._type_by_key: dict[str, type[BaseModel]] = {}
-        for route in routes:
-            self.add(route)
-
-    def add(self, route: Route) -> None:
-        known_key = self._key_by_type.get(route.event_type)
-        if known_key is not None and known_key != route.routing_key:
-            raise ConfigurationError(
-                f"Route for {route.event_type.__name__} declared twice: "
-                f"{known_key!r} and {route.routing_key!r}"
-            )
-        known_type = self._type_by_key.get(route.routing_key)
-        if known_type is not None and known_type is not route.event_type:
-            raise ConfigurationError(
-                f"Routing key {route.routing_key!r} routed to two types: "
-                f"{known_type.__name__} and {route.event_type.__name__}; "
-                "a consumer could not tell them apart"
-            )
-        self._key_by_type[route.event_type] = route.routing_key
-        self._type_by_key[route.routing_key] = route.event_type
-
-    def merge(self, other: TypeMapping) -> None:
-        for event_type, key in other._key_by_type.items():
-            self.add(Route(event_type, key))
-
-    def key_for(self, event_type: type[BaseModel]) -> str | None:
-        return self._key_by_type.get(event_type)
-
-    def type_for(self, routing_key: str) -> type[BaseModel] | None:
-        return self._type_by_key.get(routing_key)
-
-    def routes(self) -> list[Route]:
-        return [Route(t, k) for t, k in self._key_by_type.items()]
 
 
 def _words(key: str) -> tuple[str, ...]:

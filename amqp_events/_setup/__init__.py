@@ -1,9 +1,9 @@
 """Setup functions, each a goamqp counterpart: the list of them, by job.
 
-- ``_setup_builder``: the ``SetupBuilder`` that every setup fills in, and the ``Setup`` type;
-- ``_setup_streams``: topic streams and the queue publisher (publish/subscribe);
-- ``_setup_services``: requests and responses between services;
-- ``_setup_options``: prefetch, retries, concurrency, queue options, type mapping, listeners.
+- ``_builder``: the ``SetupBuilder`` that every setup fills in, and the ``Setup`` type;
+- ``_streams``: topic streams and the queue publisher (publish/subscribe);
+- ``_services``: requests and responses between services;
+- ``_options``: prefetch, retries, concurrency, queue options, type mapping, listeners.
 
 A setup only records what to declare and consume; ``Connection.start`` applies every setup to a
 builder, checks the whole result, and only then touches the broker.
@@ -11,8 +11,8 @@ builder, checks the whole result, and only then touches the broker.
 
 from __future__ import annotations
 
-from ._setup_builder import Setup, SetupBuilder
-from ._setup_options import (
+from ._builder import Setup, SetupBuilder
+from ._options import (
     close_listener,
     with_concurrency_limit,
     with_message_logger,
@@ -21,13 +21,13 @@ from ._setup_options import (
     with_retry_policy,
     with_type_mapping,
 )
-from ._setup_services import (
+from ._services import (
     request_response_handler,
     service_publisher,
     service_request_consumer,
     service_response_consumer,
 )
-from ._setup_streams import (
+from ._streams import (
     event_stream_consumer,
     event_stream_publisher,
     queue_publisher,

@@ -2,8 +2,8 @@
 
 A setup function only records what to declare and consume, on a ``SetupBuilder``;
 ``Connection.start`` applies every setup to one builder, checks the whole result, and only then
-touches the broker. The setup functions themselves are in ``_setup_streams``,
-``_setup_services`` and ``_setup_options`` (all listed in ``_setup``).
+touches the broker. The setup functions themselves are in ``_streams``,
+``_services`` and ``_options`` (all listed in the package's ``__init__``).
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from . import _naming as naming
-from ._consumer import check_overlaps
-from ._errors import ConfigurationError
-from ._handlers import Handler, HandlerSpec, check_handler, handler_name
-from ._message_log import MessageLogger
-from ._publisher import Destination, Publisher
-from ._requests import PendingRequests
-from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy
-from ._routing import TypeMapping, validate_routing_key
-from ._topology import QueueSpec, Topology
-from .transports._base import CloseCallback
+from .. import _naming as naming
+from .._dispatch import check_overlaps
+from .._errors import ConfigurationError
+from .._handlers import Handler, HandlerSpec, check_handler, handler_name
+from .._message_log import MessageLogger
+from .._publisher import Destination, Publisher
+from .._requests import PendingRequests
+from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from .._routes import TypeMapping
+from .._topics import validate_routing_key
+from .._topology import QueueSpec, Topology
+from .._transport._base import CloseCallback
 
 __all__ = [
     "MAX_PREFETCH",

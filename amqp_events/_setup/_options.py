@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import ConfigurationError
-from ._message_log import MessageLogger
-from ._retry import RetryPolicy
-from ._routing import Route, TypeMapping
-from ._setup_builder import MAX_PREFETCH, Setup, SetupBuilder
-from .transports._base import CloseCallback
+from .._errors import ConfigurationError
+from .._message_log import MessageLogger
+from .._retry import RetryPolicy
+from .._routes import Route, TypeMapping
+from .._transport._base import CloseCallback
+from ._builder import MAX_PREFETCH, Setup, SetupBuilder
 
 __all__ = [
     "close_listener",

@@ -8,7 +8,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._errors import BrokerError
-from ..._routing import topic_matches
+from ..._topics import topic_matches
 from ..._topology import BindingSpec
 from ._arguments import amqp_type
 from ._info import ExchangeInfo

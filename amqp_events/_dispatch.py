@@ -29,9 +29,9 @@ from ._inflight import InFlight
 from ._observe import Observers
 from ._requests import PendingRequests, Responder
 from ._retry import DeadReason
-from ._routing import is_pattern, topic_matches, topics_overlap
-from .transports._base import Delivery
-from .transports._wire import safe_text
+from ._topics import is_pattern, topic_matches, topics_overlap
+from ._transport._base import Delivery
+from ._transport._wire import safe_text
 
 __all__ = ["QueueDispatcher", "check_overlaps"]
 

@@ -1,0 +1,83 @@
+"""Routes: which pydantic event type is published with which routing key, both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ._errors import ConfigurationError
+from ._topics import validate_routing_key
+
+__all__ = ["Route", "TypeMapping"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Maps an event type (a pydantic model) to the routing key it is published with.
+
+    ``Route(OrderCreated, "Order.Created")``: the routing key carries the event's identity on the
+    wire, exactly as goamqp's ``Route{Type: OrderCreated{}, Key: "Order.Created"}``. A route
+    counts only where it is used: in its ``Publisher``, or in ``with_type_mapping`` on a
+    connection; creating one has no effect elsewhere.
+    """
+
+    event_type: type[BaseModel]
+    routing_key: str
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.event_type, type) and issubclass(self.event_type, BaseModel)):
+            raise ConfigurationError(
+                f"Route({self.event_type!r}, {self.routing_key!r}): the event type must be a "
+                "pydantic model class (a subclass of pydantic.BaseModel); dict is only for "
+                "handlers that read the raw JSON, a routed event needs a model"
+            )
+        validate_routing_key(self.routing_key, what=f"Route for {self.event_type.__name__}")
+        if "*" in self.routing_key.split(".") or "#" in self.routing_key.split("."):
+            raise ConfigurationError(
+                f"Route for {self.event_type.__name__}: routing key {self.routing_key!r} is a "
+                "pattern; a published event needs a concrete key (no '*' or '#' words)"
+            )
+
+
+class TypeMapping:
+    """Both directions of a set of routes; a type or a key may appear only once."""
+
+    __slots__ = ("_key_by_type", "_type_by_key")
+
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self._key_by_type: dict[type[BaseModel], str] = {}
+        self._type_by_key: dict[str, type[BaseModel]] = {}
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: Route) -> None:
+        known_key = self._key_by_type.get(route.event_type)
+        if known_key is not None and known_key != route.routing_key:
+            raise ConfigurationError(
+                f"Route for {route.event_type.__name__} declared twice: "
+                f"{known_key!r} and {route.routing_key!r}"
+            )
+        known_type = self._type_by_key.get(route.routing_key)
+        if known_type is not None and known_type is not route.event_type:
+            raise ConfigurationError(
+                f"Routing key {route.routing_key!r} routed to two types: "
+                f"{known_type.__name__} and {route.event_type.__name__}; "
+                "a consumer could not tell them apart"
+            )
+        self._key_by_type[route.event_type] = route.routing_key
+        self._type_by_key[route.routing_key] = route.event_type
+
+    def merge(self, other: TypeMapping) -> None:
+        for event_type, key in other._key_by_type.items():
+            self.add(Route(event_type, key))
+
+    def key_for(self, event_type: type[BaseModel]) -> str | None:
+        return self._key_by_type.get(event_type)
+
+    def type_for(self, routing_key: str) -> type[BaseModel] | None:
+        return self._type_by_key.get(routing_key)
+
+    def routes(self) -> list[Route]:
+        return [Route(t, k) for t, k in self._key_by_type.items()]
