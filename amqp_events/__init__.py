@@ -46,6 +46,7 @@ from ._retry import RetryPolicy
 from ._routes import Route
 from ._setup import (
     Setup,
+    SetupBuilder,
     close_listener,
     event_stream_consumer,
     event_stream_publisher,
@@ -94,6 +95,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "Setup",
+    "SetupBuilder",
     "Unroutable",
     "close_listener",
     "event_stream_consumer",

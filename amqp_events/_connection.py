@@ -4,40 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
 from pydantic import BaseModel
 
 from . import _naming as naming
-from ._codec import encode
-from ._dispatch import QueueDispatcher
+from ._background import BackgroundJobs
 from ._errors import BrokerConnectionError, ConfigurationError, PublishError, ReconnectFailed
 from ._event_router import EventRouter, H, Registrations
-from ._failures import FailureRouter
-from ._handlers import Handler, ResolvedHandler, resolve
-from ._headers import check_user_headers
+from ._handlers import Handler
 from ._inflight import InFlight
 from ._message_log import MessageLogObserver
 from ._observe import Observer, Observers
 from ._publisher import Publisher
-from ._requests import PendingRequests, Responder
-from ._setup import Setup, SetupBuilder
+from ._requests import PendingRequests, send_service_response
+from ._setup import Setup
+from ._startup import check_publishers_free, log_topology, make_dispatchers, plan_of, resolve_all
 from ._topology import ConsumerSpec, Topology
 from ._transport import transport_for
 from ._transport._base import Transport
-from ._url import check_urls, redact
+from ._url import check_urls, redact, url_or_environment
 from ._version import VERSION
 
-__all__ = ["URL_ENVIRONMENT_VARIABLE", "Connection"]
+__all__ = ["Connection"]
 
 log = logging.getLogger(__name__)
-
-URL_ENVIRONMENT_VARIABLE: Final = "AMQP_URL"  # where Connection(service) finds its broker
 
 
 class Connection(Registrations):
@@ -93,7 +88,7 @@ class Connection(Registrations):
         ):
             if not value > 0:
                 raise ConfigurationError(f"{name} must be positive, got {value!r}")
-        self._urls = check_urls(_url_or_environment(service_name, url))
+        self._urls = check_urls(url_or_environment(service_name, url))
         self._service = service_name
         self._url = ",".join(self._urls)
         self._publish_timeout = publish_timeout
@@ -115,6 +110,7 @@ class Connection(Registrations):
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> starting -> started -> closed
         self._closing: asyncio.Task[None] | None = None
+        self._jobs = BackgroundJobs(service_name, self._on_job_failed)
 
     def __repr__(self) -> str:
         return f"Connection({self._service!r}, {self.url!r}, state={self._state!r})"
@@ -157,49 +153,6 @@ class Connection(Registrations):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _build(self, setups: tuple[Setup, ...]) -> SetupBuilder:
-        builder = SetupBuilder(self._service)
-        all_setups = [*self._router.setups]
-        for router in self._included:
-            all_setups.extend(router.setups)
-        all_setups.extend(setups)
-        for setup in all_setups:
-            if not callable(setup):
-                raise ConfigurationError(f"start() takes setup functions, got {setup!r}")
-            setup(builder)
-        return builder
-
-    def _dispatchers(
-        self,
-        builder: SetupBuilder,
-        resolved: Mapping[str, list[ResolvedHandler]],
-        transport: Transport,
-    ) -> list[QueueDispatcher]:
-        """One dispatcher per consumed queue, with its failure router, over ``transport``."""
-        limit = asyncio.Semaphore(builder.concurrency_limit) if builder.concurrency_limit else None
-        responder = Responder(self._service, transport) if builder.request_queues else None
-        return [
-            QueueDispatcher(
-                queue,
-                resolved[queue],
-                self._in_flight,
-                FailureRouter(
-                    queue,
-                    self._service,
-                    consumers.delays_ms(builder.retry_policy),
-                    transport,
-                    self._observers,
-                    in_flight=self._in_flight,
-                    redeclare=self._redeclare,
-                ),
-                responder=responder if queue in builder.request_queues else None,
-                pending=builder.pending.get(queue),
-                limit=limit,
-                observers=self._observers,
-            )
-            for queue, consumers in builder.consumers.items()
-        ]
-
     async def start(self, *setups: Setup) -> None:
         """Apply ``setups``, check them all, then declare the topology and start consuming.
 
@@ -208,10 +161,12 @@ class Connection(Registrations):
         self._check_not_started("start")
         # Up to the transport's creation nothing is kept: a setup error leaves the connection
         # "new", to be started again with the setup fixed.
-        builder = self._build(setups)
-        builder.finish()
-        resolved = _resolved_handlers(builder)
-        _check_publishers_free(builder)
+        plan = plan_of(
+            self._service,
+            [*self._router.setups, *(s for r in self._included for s in r.setups), *setups],
+        )
+        resolved = resolve_all(plan)
+        check_publishers_free(plan)
         transport = transport_for(
             self._urls,
             connection_name=naming.connection_name(self._service, VERSION),
@@ -221,23 +176,31 @@ class Connection(Registrations):
             ssl_context=self._ssl_context,
             topology_check_interval=self._topology_check_interval,
         )
-        dispatchers = self._dispatchers(builder, resolved, transport)
+        dispatchers = make_dispatchers(
+            self._service,
+            plan,
+            resolved,
+            transport,
+            in_flight=self._in_flight,
+            observers=self._observers,
+            redeclare=self._redeclare,
+        )
         self._state = "starting"
-        self._consumed_queues = builder.queues_with_retries()
-        self._topology = builder.topology
-        for callback in builder.message_loggers:
+        self._consumed_queues = plan.queues_with_retries()
+        self._topology = plan.topology
+        for callback in plan.message_loggers:
             self._observers.attach(MessageLogObserver(callback))
         log.info("%s: connecting to %s", self._service, self.url)
         try:
             await transport.connect()
             self._transport = transport
-            for listener in builder.close_listeners:
+            for listener in plan.close_listeners:
                 transport.add_close_callback(listener)
             transport.add_close_callback(self._on_transport_closed)
-            await transport.declare(builder.topology)
-            _log_topology(self._service, builder.topology)
-            self._pending = list(builder.pending.values())
-            for publisher, destination in builder.publishers:
+            await transport.declare(plan.topology)
+            log_topology(self._service, plan.topology)
+            self._pending = list(plan.pending.values())
+            for publisher, destination in plan.publishers:
                 publisher._attach(
                     transport,
                     destination,
@@ -248,7 +211,7 @@ class Connection(Registrations):
                 self._publishers.append(publisher)
             for dispatcher in dispatchers:
                 await transport.consume(
-                    ConsumerSpec(dispatcher.queue, dispatcher.on_delivery, builder.prefetch)
+                    ConsumerSpec(dispatcher.queue, dispatcher.on_delivery, plan.prefetch)
                 )
         except BaseException:
             # Moves under way stop trying and requeue their messages, as at a close.
@@ -257,6 +220,7 @@ class Connection(Registrations):
             self._state = "closed"
             raise
         self._state = "started"
+        self._jobs.start(plan.tasks)
         log.info(
             "%s: started, consuming %d queue(s): %s",
             self._service,
@@ -283,41 +247,36 @@ class Connection(Registrations):
         bound for ``routing_key``. It carries no correlation id: a caller awaiting
         ``publisher.request(...)`` gets only what the request handler returns.
         """
-        exchange = naming.response_exchange(self._service)
-        transport = self._transport
-        if transport is None or self._state != "started":
+        if self._transport is None or self._state != "started":
             raise PublishError(
                 f"cannot publish a response to {target_service!r}: connection "
                 f"{self._service!r} is {self._state}, not started"
             )
-        if not any(e.name == exchange for e in self._topology.exchanges):
-            raise ConfigurationError(
-                f"publish_service_response: {self._service!r} declares no response exchange "
-                f"{exchange!r}; set up a service_request_consumer on this connection"
-            )
-        if not isinstance(target_service, str) or not target_service:
-            raise ConfigurationError(
-                f"publish_service_response: target service must be a non-empty str, got "
-                f"{target_service!r}"
-            )
-        if headers:
-            check_user_headers(headers)
-        await transport.publish(
-            exchange,
+        await send_service_response(
+            self._transport,
+            self._service,
+            self._topology,
+            target_service,
             routing_key,
-            encode(response),
-            {**(headers or {}), naming.SERVICE_HEADER: target_service},
-            mandatory=True,
+            response,
+            headers,
         )
         observer = self._observers.current
         if observer is not None:
-            observer.published(self._service, exchange, routing_key, response)
+            observer.published(
+                self._service, naming.response_exchange(self._service), routing_key, response
+            )
 
     async def _redeclare(self) -> None:
         """Declare the whole topology again: an operator may have deleted one of our queues."""
         transport = self._transport
         if transport is not None:
             await transport.declare(self._topology)
+
+    def _on_job_failed(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._stopped.set()
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
         if isinstance(exc, ReconnectFailed):
@@ -341,6 +300,7 @@ class Connection(Registrations):
             self._state = "closed"
             return
         self._state = "closed"
+        await self._jobs.stop(self._shutdown_timeout)
         self._in_flight.stopping = True
         transport = self._transport
         if transport is not None:
@@ -434,57 +394,3 @@ class Connection(Registrations):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _resolved_handlers(builder: SetupBuilder) -> dict[str, list[ResolvedHandler]]:
-    """Each consumed queue's handlers, resolved: raises ConfigurationError for any of them."""
-    return {
-        queue: [
-            resolve(spec, builder.type_mapping, builder.retry_policy) for spec in consumers.handlers
-        ]
-        for queue, consumers in builder.consumers.items()
-    }
-
-
-def _log_topology(service: str, topology: Topology) -> None:
-    """At INFO, one line per declaration: an operator sees what this service relies on."""
-    for exchange in topology.exchanges:
-        log.info("%s: declared exchange %r (%s)", service, exchange.name, exchange.type)
-    for queue in topology.queues:
-        kind = "durable" if queue.durable else "transient"
-        if queue.exclusive:
-            kind += ", exclusive"
-        log.info("%s: declared queue %r (%s)", service, queue.name, kind)
-    for binding in topology.bindings:
-        log.info(
-            "%s: bound queue %r to exchange %r with %r%s",
-            service,
-            binding.queue,
-            binding.exchange,
-            binding.routing_key,
-            f" and arguments {dict(binding.arguments)!r}" if binding.arguments else "",
-        )
-
-
-def _check_publishers_free(builder: SetupBuilder) -> None:
-    """A publisher already attached to another connection is a setup error, found early."""
-    for publisher, _ in builder.publishers:
-        target = publisher._target
-        if target is not None:
-            raise ConfigurationError(
-                f"publisher with routes {publisher._describe_routes()} is already attached to "
-                f"{target.description}; create one Publisher per setup"
-            )
-
-
-def _url_or_environment(service: str, url: str | Sequence[str] | None) -> str | Sequence[str]:
-    if url is not None:
-        return url
-    from_environment = os.environ.get(URL_ENVIRONMENT_VARIABLE, "").strip()
-    if not from_environment:
-        raise ConfigurationError(
-            f"Connection({service!r}) has no broker URL: pass url= (e.g. "
-            f"'amqp://user:password@host/') or set the {URL_ENVIRONMENT_VARIABLE} environment "
-            "variable; for the in-memory broker, pass 'memory://' explicitly"
-        )
-    return from_environment

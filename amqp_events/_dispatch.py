@@ -95,11 +95,11 @@ class QueueDispatcher:
         handlers: Sequence[ResolvedHandler],
         in_flight: InFlight,
         failures: FailureRouter,
+        observers: Observers,
         *,
         responder: Responder | None = None,
         pending: PendingRequests | None = None,
         limit: asyncio.Semaphore | None = None,
-        observers: Observers | None = None,
     ) -> None:
         self.queue = queue
         self._patterns = [h for h in handlers if is_pattern(h.routing_key)]
@@ -112,7 +112,7 @@ class QueueDispatcher:
         self._responder = responder  # on a request queue: handlers' results are responses
         self._pending = pending  # on a response queue: awaited requests come first
         self._limit = limit  # handlers running at once, across the connection
-        self._observers = observers or Observers()
+        self._observers = observers
         self._observers.add_decoders(queue, self._decoder_for_key)
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
@@ -202,6 +202,9 @@ class QueueDispatcher:
                 delivery, key, failures.attempt_of(delivery), DeadReason.UNDECODABLE, exc
             )
             return
+        observer = self._observers.current
+        if observer is not None:
+            observer.received(failures.service, self.queue, key, event)
         try:
             result = await invoke(handler, event, delivery)
         except Drop as dropped:

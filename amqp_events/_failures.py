@@ -66,17 +66,17 @@ class FailureRouter:
         service: str,
         delays_ms: Sequence[int],
         transport: Transport,
-        observers: Observers | None = None,
+        observers: Observers,
         *,
-        in_flight: InFlight | None = None,
-        redeclare: Callable[[], Awaitable[None]] | None = None,
+        in_flight: InFlight,
+        redeclare: Callable[[], Awaitable[None]],
     ) -> None:
         self.queue = queue
         self.service = service
-        self._observers = observers or Observers()
+        self._observers = observers
         self._dlq = naming.dead_letter_queue(queue)
         self._delays_ms = sorted(delays_ms)
-        self._in_flight = in_flight or InFlight()
+        self._in_flight = in_flight
         self._redeclare = redeclare  # declares the connection's topology again
         self.transport = transport
         # Redeliveries being counted: no handler of this queue may start until their originals'
@@ -294,7 +294,7 @@ class FailureRouter:
                 if not (missing and failures == 1):
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, MOVE_MAX_WAIT)
-                if missing and self._redeclare is not None:
+                if missing:
                     # An operator deleted the delay queue or DLQ: declaring is idempotent.
                     await self._redeclare()
             except asyncio.CancelledError:

@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 class LoggedMessage:
     """One message as a ``with_message_logger`` callback sees it.
 
-    - ``direction``: ``"out"`` once the broker confirmed a publish; ``"in"`` once a handler
-      succeeded and the message was acknowledged; ``"dead-lettered"`` when a message was moved
-      to its dead-letter queue (``reason`` says why);
+    - ``direction``: ``"out"`` once the broker confirmed a publish; ``"in"`` when a message
+      was received and decoded, before its handler runs (each delivery, retries included, as
+      goamqp logs); ``"dead-lettered"`` when a message was moved to its dead-letter queue
+      (``reason`` says why);
     - ``service``: this connection's service;
     - ``routing_key``: the event's routing key;
     - ``where``: the exchange published to (``""`` for the default exchange), or the queue
@@ -61,8 +62,11 @@ class MessageLogObserver:
         except Exception:
             log.exception("message logger %r failed on %r", self._callback, message.routing_key)
 
-    def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+    def received(self, service: str, queue: str, routing_key: str, event: Any) -> None:
         self._call(LoggedMessage("in", service, routing_key, queue, event))
+
+    def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+        pass  # "in" was logged on receipt, as goamqp does
 
     def dead_lettered(
         self,

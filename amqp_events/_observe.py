@@ -15,7 +15,11 @@ __all__ = ["Observer", "Observers"]
 
 
 class Observer(Protocol):
-    def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None: ...
+    def received(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+        """A message was decoded and its handler is about to run."""
+
+    def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+        """A handler succeeded and its message was acknowledged."""
 
     def dead_lettered(
         self,
@@ -78,6 +82,10 @@ class _Fanout:
 
     def __init__(self, observers: list[Observer]) -> None:
         self._observers = observers
+
+    def received(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+        for o in self._observers:
+            o.received(service, queue, routing_key, event)
 
     def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None:
         for o in self._observers:

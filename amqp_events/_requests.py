@@ -19,7 +19,9 @@ from pydantic import BaseModel
 from ._codec import encode
 from ._errors import ConfigurationError, PublishError, RemoteError
 from ._failures import describe
+from ._headers import check_user_headers
 from ._naming import ERROR_HEADER, ERROR_TYPE_HEADER, SERVICE_HEADER, response_exchange
+from ._topology import Topology
 from ._transport._base import Delivery, OutgoingProperties, Transport
 from ._transport._wire import safe_text
 
@@ -28,6 +30,7 @@ __all__ = [
     "PendingRequests",
     "Responder",
     "raise_if_error",
+    "send_service_response",
 ]
 
 log = logging.getLogger(__name__)
@@ -153,3 +156,35 @@ def raise_if_error(target: str, delivery: Delivery) -> None:
     error_type = delivery.headers.get(ERROR_TYPE_HEADER)
     if error_type is not None:
         raise RemoteError(target, str(error_type), str(delivery.headers.get(ERROR_HEADER, "")))
+
+
+async def send_service_response(
+    transport: Transport,
+    service: str,
+    topology: Topology,
+    target_service: str,
+    routing_key: str,
+    response: BaseModel,
+    headers: Mapping[str, Any] | None,
+) -> None:
+    """``Connection.publish_service_response``: a response no request handler returned."""
+    exchange = response_exchange(service)
+    if not any(e.name == exchange for e in topology.exchanges):
+        raise ConfigurationError(
+            f"publish_service_response: {service!r} declares no response exchange "
+            f"{exchange!r}; set up a service_request_consumer on this connection"
+        )
+    if not isinstance(target_service, str) or not target_service:
+        raise ConfigurationError(
+            f"publish_service_response: target service must be a non-empty str, got "
+            f"{target_service!r}"
+        )
+    if headers:
+        check_user_headers(headers)
+    await transport.publish(
+        exchange,
+        routing_key,
+        encode(response),
+        {**(headers or {}), SERVICE_HEADER: target_service},
+        mandatory=True,
+    )

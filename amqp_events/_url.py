@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["SCHEMES", "check_url", "check_urls", "redact"]
+__all__ = [
+    "SCHEMES",
+    "URL_ENVIRONMENT_VARIABLE",
+    "check_url",
+    "check_urls",
+    "redact",
+    "url_or_environment",
+]
 
 SCHEMES = ("amqp", "amqps", "memory")
 
@@ -78,3 +87,20 @@ def _expand_hosts(url: str) -> list[str]:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     prefix = f"{userinfo}@" if userinfo else ""
     return [urlunsplit(parts._replace(netloc=prefix + host.strip())) for host in hosts.split(",")]
+
+
+URL_ENVIRONMENT_VARIABLE: Final = "AMQP_URL"  # where Connection(service) finds its broker
+
+
+def url_or_environment(service: str, url: str | Sequence[str] | None) -> str | Sequence[str]:
+    """``url``, else ``AMQP_URL``; neither is an error naming both."""
+    if url is not None:
+        return url
+    from_environment = os.environ.get(URL_ENVIRONMENT_VARIABLE, "").strip()
+    if not from_environment:
+        raise ConfigurationError(
+            f"Connection({service!r}) has no broker URL: pass url= (e.g. "
+            f"'amqp://user:password@host/') or set the {URL_ENVIRONMENT_VARIABLE} environment "
+            "variable; for the in-memory broker, pass 'memory://' explicitly"
+        )
+    return from_environment

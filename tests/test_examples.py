@@ -90,3 +90,27 @@ def test_testing_docs_show_the_example_that_runs() -> None:
     block = re.search(r"## The three ways, as tests.*?```python\n(.*?)```", doc, re.S)
     assert block is not None
     assert block.group(1) == (ROOT / "examples" / "testing" / "test_shipping.py").read_text()
+
+
+def test_goamqp_port_runs(amqp_events_broker_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "goamqp_port.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        "Increasing order count",
+        "Order created",
+        "Order updated",
+    ]
+
+
+def test_porting_doc_shows_the_example_that_runs() -> None:
+    doc = (ROOT / "docs" / "porting-from-goamqp.md").read_text()
+    block = re.search(r"The whole port is.*?```python\n(.*?)```", doc, re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "examples" / "goamqp_port.py").read_text()

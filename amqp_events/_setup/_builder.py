@@ -8,9 +8,9 @@ touches the broker. The setup functions themselves are in ``_streams``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from .. import _naming as naming
 from .._dispatch import check_overlaps
@@ -22,14 +22,16 @@ from .._requests import PendingRequests
 from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from .._routes import TypeMapping
 from .._topics import validate_routing_key
-from .._topology import QueueSpec, Topology
+from .._topology import BindingSpec, ExchangeSpec, ExchangeType, QueueSpec, Topology
 from .._transport._base import CloseCallback
 
 __all__ = [
     "MAX_PREFETCH",
+    "BackgroundWork",
     "QueueConsumers",
     "Setup",
     "SetupBuilder",
+    "SetupPlan",
     "check_publisher",
     "check_service_name",
     "handler_spec",
@@ -51,8 +53,8 @@ class QueueConsumers:
         return sorted({d for h in self.handlers for d in (h.retry or default).delays_ms})
 
 
-class SetupBuilder:
-    """Collects what the setups of one ``Connection.start`` ask for."""
+class SetupPlan:
+    """What the setups of one ``Connection.start`` asked for; private to the package."""
 
     def __init__(self, service: str) -> None:
         self.service = service
@@ -68,6 +70,7 @@ class SetupBuilder:
         self.queue_arguments: dict[str, Any] = {}  # opt-in, not goamqp-compatible
         self.close_listeners: list[CloseCallback] = []
         self.message_loggers: list[MessageLogger] = []
+        self.tasks: list[tuple[str, BackgroundWork]] = []
 
     def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
         consumers = self.consume_queue(queue, transient=transient)
@@ -169,8 +172,151 @@ class SetupBuilder:
         self.topology.add_queue(QueueSpec(queue, arguments=naming.durable_queue_arguments()))
 
 
+class SetupBuilder:
+    """What a setup function works on: ``Connection.start`` makes one and calls every setup
+    with it, checks the whole result, and only then touches the broker.
+
+    A setup function is any ``Callable[[SetupBuilder], None]`` (the ``Setup`` type); the
+    library's own (``event_stream_consumer``, ``with_prefetch_limit``, ...) are such functions.
+    Write one to package a piece of topology or a background job for several services::
+
+        def audit_log(builder: SetupBuilder) -> None:
+            builder.declare_exchange("audit.fanout.exchange", "fanout")
+            builder.declare_queue(f"audit.queue.{builder.service_name}")
+            builder.bind(f"audit.queue.{builder.service_name}", "audit.fanout.exchange", "")
+            builder.consume(f"audit.queue.{builder.service_name}", "#", on_audit)
+
+        await conn.start(audit_log, event_stream_publisher(publisher))
+
+    Everything declared is declared again after each reconnection and by the topology check.
+    Declaring the same thing twice with equal settings is fine; with different settings it is
+    a ``ConfigurationError``. A builder is only valid during ``start()``.
+    """
+
+    __slots__ = ("_plan",)
+
+    def __init__(self, service_name: str) -> None:
+        self._plan = SetupPlan(service_name)
+
+    def __repr__(self) -> str:
+        return f"SetupBuilder({self._plan.service!r})"
+
+    @property
+    def service_name(self) -> str:
+        """The name of the service being set up (part of its queue names)."""
+        return self._plan.service
+
+    def declare_exchange(
+        self,
+        name: str,
+        type: ExchangeType = "topic",
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare the exchange ``name`` of ``type`` (topic, direct, headers or fanout)."""
+        _check_name(name, "declare_exchange", "exchange", allow_empty=False)
+        if type not in _EXCHANGE_TYPES:
+            raise ConfigurationError(
+                f"declare_exchange({name!r}): type must be one of {', '.join(_EXCHANGE_TYPES)}, "
+                f"got {type!r}"
+            )
+        self._plan.topology.add_exchange(
+            ExchangeSpec(name, type, durable, auto_delete, arguments=dict(arguments or {}))
+        )
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare the queue ``name``, exactly with these settings and ``arguments``
+        (``{"x-queue-type": "quorum"}`` ...)."""
+        _check_name(name, "declare_queue", "queue", allow_empty=False)
+        self._plan.topology.add_queue(
+            QueueSpec(name, durable, auto_delete, exclusive, arguments=dict(arguments or {}))
+        )
+
+    def bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bind ``queue`` to ``exchange`` with ``routing_key`` (a topic pattern on a topic
+        exchange; ``arguments`` to match on a headers exchange)."""
+        _check_name(queue, "bind", "queue", allow_empty=False)
+        _check_name(exchange, "bind", "exchange", allow_empty=False)
+        validate_routing_key(routing_key, what=f"bind({queue!r}, {exchange!r})")
+        self._plan.topology.add_binding(
+            BindingSpec(queue, exchange, routing_key, dict(arguments or {}))
+        )
+
+    def consume(
+        self,
+        queue: str,
+        routing_key: str,
+        handler: Handler,
+        event_type: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Call ``handler`` for messages on ``queue`` whose routing key matches
+        ``routing_key``, as every consumer is called: decoded to ``event_type`` (else the
+        handler's first annotation), acked after it returns, retried and dead-lettered by the
+        policy (the queue gets ``<queue>.retry.<ms>`` and ``<queue>.dlq`` beside it). The
+        queue must exist: declare it in a setup, or it is declared elsewhere."""
+        _check_name(queue, "consume", "queue", allow_empty=False)
+        self._plan.add_handler(queue, handler_spec(routing_key, handler, event_type, retry))
+
+    def on_close(self, callback: CloseCallback) -> None:
+        """Call ``callback(exc)`` when the connection is lost for good (with the error) or
+        closed (None); as the ``close_listener`` setup."""
+        if not callable(callback):
+            raise ConfigurationError(f"on_close needs a callable, got {callback!r}")
+        self._plan.close_listeners.append(callback)
+
+    def run_while_started(self, name: str, work: BackgroundWork) -> None:
+        """Run ``await work()`` as a task once the connection has started (its topology
+        declared, its consumers running), until ``close()``.
+
+        At ``close()`` the task is cancelled first, before consumers stop, and awaited (up to
+        ``shutdown_timeout``). A ``work`` that returns ends quietly; one that raises is logged
+        and stops the connection: ``run()`` raises its exception, so a background job never
+        dies unnoticed. ``name`` is for logs and must be unique per connection.
+        """
+        if not callable(work):
+            raise ConfigurationError(f"run_while_started({name!r}) needs a callable, got {work!r}")
+        if not isinstance(name, str) or not name or name in (n for n, _ in self._plan.tasks):
+            raise ConfigurationError(
+                f"run_while_started: name must be a non-empty str unique to the connection, "
+                f"got {name!r}"
+            )
+        self._plan.tasks.append((name, work))
+
+
+def _check_name(name: str, what: str, kind: str, *, allow_empty: bool) -> None:
+    if not isinstance(name, str) or not (name or allow_empty):
+        raise ConfigurationError(f"{what}: the {kind} name must be a non-empty str, got {name!r}")
+    if len(name.encode()) > 255:
+        raise ConfigurationError(f"{what}: the {kind} name {name[:40]!r}... is over 255 bytes")
+
+
+_EXCHANGE_TYPES: Final = ("topic", "direct", "headers", "fanout")
+
+
 Setup: TypeAlias = Callable[[SetupBuilder], None]
-"""What ``Connection.start`` takes: a function that records its part on the builder."""
+"""What ``Connection.start`` takes: a function that records its part on a ``SetupBuilder``."""
+
+BackgroundWork: TypeAlias = Callable[[], Awaitable[None]]
+"""A job that runs while a connection is started (``SetupBuilder.run_while_started``)."""
 
 
 def handler_spec(

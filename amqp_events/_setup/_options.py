@@ -32,7 +32,7 @@ def with_prefetch_limit(limit: int) -> Setup:
         )
 
     def apply(builder: SetupBuilder) -> None:
-        builder.prefetch = limit
+        builder._plan.prefetch = limit
 
     return apply
 
@@ -46,7 +46,7 @@ def with_retry_policy(policy: RetryPolicy) -> Setup:
         raise ConfigurationError(f"with_retry_policy takes a RetryPolicy, got {policy!r}")
 
     def apply(builder: SetupBuilder) -> None:
-        builder.retry_policy = policy
+        builder._plan.retry_policy = policy
 
     return apply
 
@@ -59,7 +59,7 @@ def with_concurrency_limit(limit: int) -> Setup:
         )
 
     def apply(builder: SetupBuilder) -> None:
-        builder.concurrency_limit = limit
+        builder._plan.concurrency_limit = limit
 
     return apply
 
@@ -109,7 +109,7 @@ def with_queue_options(
         arguments["x-overflow"] = overflow
 
     def apply(builder: SetupBuilder) -> None:
-        builder.queue_arguments.update(arguments)
+        builder._plan.queue_arguments.update(arguments)
 
     return apply
 
@@ -119,7 +119,7 @@ def with_type_mapping(*routes: Route) -> Setup:
     mapping = TypeMapping(routes)
 
     def apply(builder: SetupBuilder) -> None:
-        builder.type_mapping.merge(mapping)
+        builder._plan.type_mapping.merge(mapping)
 
     return apply
 
@@ -130,26 +130,27 @@ def close_listener(callback: CloseCallback) -> Setup:
         raise ConfigurationError(f"close_listener needs a callable, got {callback!r}")
 
     def apply(builder: SetupBuilder) -> None:
-        builder.close_listeners.append(callback)
+        builder.on_close(callback)
 
     return apply
 
 
 def with_message_logger(callback: MessageLogger) -> Setup:
     """Call ``callback(message)`` with a ``LoggedMessage`` for each message this connection
-    publishes, handles or dead-letters: for debugging (goamqp's ``UseMessageLogger``).
+    publishes, receives or dead-letters: for debugging (goamqp's ``UseMessageLogger``).
 
-    ``message.direction`` is ``"out"`` after the broker confirmed a publish, ``"in"`` after a
-    handler succeeded, ``"dead-lettered"`` when a message went to its dead-letter queue. The
-    callback runs inline on the message's path: keep it quick (e.g. ``log.debug``). An exception
-    it raises is logged, never passed on. Without a message logger, a message costs one None
-    check. For Python's own logging, amqp-events logs with ``logging.getLogger(__name__)``
-    loggers under ``amqp_events`` (goamqp's ``UseLogger``): configure those.
+    ``message.direction`` is ``"out"`` after the broker confirmed a publish, ``"in"`` when a
+    message arrives (decoded, before its handler runs; each retry again), ``"dead-lettered"``
+    when a message went to its dead-letter queue. The callback runs inline on the message's
+    path: keep it quick (e.g. ``log.debug``). An exception it raises is logged, never passed
+    on. Without a message logger, a message costs two None checks. For Python's own logging,
+    amqp-events logs with ``logging.getLogger(__name__)`` loggers under ``amqp_events``
+    (goamqp's ``UseLogger``): configure those.
     """
     if not callable(callback):
         raise ConfigurationError(f"with_message_logger needs a callable, got {callback!r}")
 
     def apply(builder: SetupBuilder) -> None:
-        builder.message_loggers.append(callback)
+        builder._plan.message_loggers.append(callback)
 
     return apply

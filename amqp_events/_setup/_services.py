@@ -15,7 +15,6 @@ from .._handlers import Handler
 from .._publisher import Destination, Publisher
 from .._requests import MAX_PENDING_REQUESTS, PendingRequests
 from .._retry import RetryPolicy
-from .._topology import BindingSpec, ExchangeSpec
 from ._builder import (
     Setup,
     SetupBuilder,
@@ -63,11 +62,11 @@ def service_publisher(
             queue = _declare_response_queue(
                 builder, target_service, [r.routing_key for r in publisher.routes]
             )
-            pending = builder.pending.setdefault(
+            pending = builder._plan.pending.setdefault(
                 queue, PendingRequests(target_service, max_pending)
             )
-            builder.consume_queue(queue)
-        builder.add_publisher(
+            builder._plan.consume_queue(queue)
+        builder._plan.add_publisher(
             publisher,
             Destination(
                 exchange,
@@ -104,15 +103,13 @@ def service_request_consumer(
     spec = handler_spec(routing_key, handler, event_type, retry)
 
     def apply(builder: SetupBuilder) -> None:
-        service = builder.service
+        service = builder.service_name
         queue = naming.request_queue(service)
         _declare_service_exchanges(builder, service)
-        builder.declare_durable_queue(queue)
-        builder.topology.add_binding(
-            BindingSpec(queue, naming.request_exchange(service), routing_key)
-        )
-        builder.request_queues.add(queue)
-        builder.add_handler(queue, spec)
+        builder._plan.declare_durable_queue(queue)
+        builder.bind(queue, naming.request_exchange(service), routing_key)
+        builder._plan.request_queues.add(queue)
+        builder._plan.add_handler(queue, spec)
 
     return apply
 
@@ -139,26 +136,24 @@ def service_response_consumer(
     def apply(builder: SetupBuilder) -> None:
         _declare_service_exchanges(builder, target_service)
         queue = _declare_response_queue(builder, target_service, [routing_key])
-        builder.add_handler(queue, spec)
+        builder._plan.add_handler(queue, spec)
 
     return apply
 
 
 def _declare_service_exchanges(builder: SetupBuilder, service: str) -> None:
-    builder.topology.add_exchange(ExchangeSpec(naming.request_exchange(service), naming.DIRECT))
-    builder.topology.add_exchange(ExchangeSpec(naming.response_exchange(service), naming.HEADERS))
+    builder.declare_exchange(naming.request_exchange(service), naming.DIRECT)
+    builder.declare_exchange(naming.response_exchange(service), naming.HEADERS)
 
 
 def _declare_response_queue(builder: SetupBuilder, target: str, keys: list[str]) -> str:
-    queue = naming.response_queue(target, builder.service)
-    builder.declare_durable_queue(queue)
+    queue = naming.response_queue(target, builder.service_name)
+    builder._plan.declare_durable_queue(queue)
     for key in keys:
-        builder.topology.add_binding(
-            BindingSpec(
-                queue,
-                naming.response_exchange(target),
-                key,
-                {naming.SERVICE_HEADER: builder.service},
-            )
+        builder.bind(
+            queue,
+            naming.response_exchange(target),
+            key,
+            arguments={naming.SERVICE_HEADER: builder.service_name},
         )
     return queue

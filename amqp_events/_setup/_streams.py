@@ -15,7 +15,6 @@ from .._errors import ConfigurationError
 from .._handlers import Handler, HandlerSpec
 from .._publisher import Destination, Publisher
 from .._retry import RetryPolicy
-from .._topology import BindingSpec, ExchangeSpec, QueueSpec
 from ._builder import Setup, SetupBuilder, check_publisher, handler_spec
 
 __all__ = [
@@ -40,8 +39,10 @@ def stream_publisher(stream: str, publisher: Publisher) -> Setup:
     exchange = naming.stream_exchange(stream)
 
     def apply(builder: SetupBuilder) -> None:
-        builder.topology.add_exchange(ExchangeSpec(exchange, naming.TOPIC))
-        builder.add_publisher(publisher, Destination(exchange, f"stream {stream!r} ({exchange})"))
+        builder.declare_exchange(exchange, naming.TOPIC)
+        builder._plan.add_publisher(
+            publisher, Destination(exchange, f"stream {stream!r} ({exchange})")
+        )
 
     return apply
 
@@ -157,7 +158,7 @@ def _stream_consumer(
 
     def apply(builder: SetupBuilder) -> None:
         name = naming.transient_stream_queue if transient else naming.stream_queue
-        queue = name(stream, builder.service, queue_suffix)
+        queue = name(stream, builder.service_name, queue_suffix)
         _consume(builder, exchange, queue, spec, transient=transient)
 
     return apply
@@ -166,21 +167,19 @@ def _stream_consumer(
 def _consume(
     builder: SetupBuilder, exchange: str, queue: str, spec: HandlerSpec, *, transient: bool
 ) -> None:
-    builder.topology.add_exchange(ExchangeSpec(exchange, naming.TOPIC))
+    builder.declare_exchange(exchange, naming.TOPIC)
     if transient:
-        builder.topology.add_queue(
-            QueueSpec(
-                queue,
-                durable=False,
-                auto_delete=True,
-                exclusive=True,
-                arguments=naming.transient_queue_arguments(),
-            )
+        builder.declare_queue(
+            queue,
+            durable=False,
+            auto_delete=True,
+            exclusive=True,
+            arguments=naming.transient_queue_arguments(),
         )
     else:
-        builder.declare_durable_queue(queue)
-    builder.topology.add_binding(BindingSpec(queue, exchange, spec.routing_key))
-    builder.add_handler(queue, spec, transient=transient)
+        builder._plan.declare_durable_queue(queue)
+    builder.bind(queue, exchange, spec.routing_key)
+    builder._plan.add_handler(queue, spec, transient=transient)
 
 
 def queue_publisher(publisher: Publisher, queue_name: str, *, cc: tuple[str, ...] = ()) -> Setup:
@@ -199,7 +198,7 @@ def queue_publisher(publisher: Publisher, queue_name: str, *, cc: tuple[str, ...
             )
 
     def apply(builder: SetupBuilder) -> None:
-        builder.add_publisher(
+        builder._plan.add_publisher(
             publisher,
             Destination("", f"queue {queue_name!r}", cc=(queue_name, *cc), mandatory=True),
         )

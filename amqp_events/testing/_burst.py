@@ -99,6 +99,9 @@ class _Recorder:
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
 
+    def received(self, service: str, queue: str, routing_key: str, event: Any) -> None:
+        pass  # an outcome lists what was handled, not what was tried
+
     def handled(self, service: str, queue: str, routing_key: str, event: Any) -> None:
         self.outcome.handled.append(Handled(service, queue, routing_key, event))
 

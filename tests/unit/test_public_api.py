@@ -32,6 +32,7 @@ DOCUMENTED = {
     "RetryPolicy",
     "Route",
     "Setup",
+    "SetupBuilder",
     "Unroutable",
     "close_listener",
     "event_stream_consumer",
