@@ -100,6 +100,7 @@ class Connection(Registrations):
         self._failure: BaseException | None = None
         self._router = EventRouter()
         self._included: list[EventRouter] = []
+        self._setups: list[Setup] = []
         self._transport: Transport | None = None
         self._publishers: list[Publisher] = []
         self._pending: list[PendingRequests] = []
@@ -145,6 +146,26 @@ class Connection(Registrations):
             raise ConfigurationError("this EventRouter is already included")
         self._included.append(router)
 
+    def use(self, *setups: Setup) -> None:
+        """Add setups that ``start()`` applies, before those it is given: so the connection
+        carries its whole setup, and ``conn.run()`` or ``amqp-events run module:conn`` starts it
+        as it is. ``conn.use(event_stream_publisher(p))`` then ``await conn.run()`` is
+        ``await conn.run(event_stream_publisher(p))``."""
+        self._check_not_started("add setups")
+        for setup in setups:
+            if not callable(setup):
+                raise ConfigurationError(f"use() takes setup functions, got {setup!r}")
+        self._setups.extend(setups)
+
+    def _all_setups(self, setups: tuple[Setup, ...] = ()) -> list[Setup]:
+        """Decorated handlers, included routers, ``use()``d setups, then ``setups``."""
+        return [
+            *self._router.setups,
+            *(s for r in self._included for s in r.setups),
+            *self._setups,
+            *setups,
+        ]
+
     def _check_not_started(self, what: str) -> None:
         if self._state != "new":
             raise ConfigurationError(
@@ -161,10 +182,7 @@ class Connection(Registrations):
         self._check_not_started("start")
         # Up to the transport's creation nothing is kept: a setup error leaves the connection
         # "new", to be started again with the setup fixed.
-        plan = plan_of(
-            self._service,
-            [*self._router.setups, *(s for r in self._included for s in r.setups), *setups],
-        )
+        plan = plan_of(self._service, self._all_setups(setups))
         resolved = resolve_all(plan)
         check_publishers_free(plan)
         transport = transport_for(

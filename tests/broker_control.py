@@ -6,19 +6,18 @@ Uses the local ``rabbitmqctl``. Every function leaves the broker running.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
-import pytest
+from amqp_events.testing._plugin import skip_or_fail
 
 
 def require_rabbitmqctl() -> None:
+    """Skip the test without ``rabbitmqctl`` on PATH, or fail it when a broker is required."""
     if shutil.which("rabbitmqctl") is None:
-        message = "needs rabbitmqctl on PATH to break the local broker"
-        if os.environ.get("AMQP_EVENTS_REQUIRE_BROKER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("needs rabbitmqctl on PATH to break the local broker")
 
 
 async def rabbitmqctl(*args: str, check: bool = True) -> str:
@@ -57,9 +56,16 @@ async def start_broker() -> None:
     await rabbitmqctl("await_startup")
 
 
-async def restart_broker(down_for: float = 0.0) -> None:
+@contextlib.asynccontextmanager
+async def outage() -> AsyncIterator[None]:
+    """The broker stopped for the ``with`` block, and started again however it ends."""
     await stop_broker()
     try:
-        await asyncio.sleep(down_for)
+        yield
     finally:
         await start_broker()
+
+
+async def restart_broker(down_for: float = 0.0) -> None:
+    async with outage():
+        await asyncio.sleep(down_for)

@@ -4,9 +4,19 @@ Private: a ``Connection`` picks its transport from the URL (``amqp://``/``amqps:
 ``memory://``). The modules:
 
 - ``_base``: the ``Transport`` and session protocols, ``Delivery``, ``OutgoingProperties``;
-- ``_reconnecting``: the transport a ``Connection`` uses, over one session at a time: replays
-  topology and consumers after a reconnection, holds publishes meanwhile;
-- ``_amqp``: a session on RabbitMQ (aio-pika/aiormq; the only module that imports them);
+- ``_reconnecting``: the transport a ``Connection`` uses, over one session at a time: its
+  ``Transport`` face and the publish's common path, over three layers:
+  - ``_recovery``: reopens a lost session with backoff and replays topology and consumers into
+    it, restores a consumer the broker cancelled, tells close listeners;
+  - ``_held_publishes``: publishes waiting for a reconnection, and the poison-publish guard;
+  - ``_topology_check``: declares the topology again on a live connection (periodic check, an
+    exchange found deleted);
+- RabbitMQ, through aio-pika/aiormq (the only modules that import them):
+  - ``_amqp_opener``: opens a session on the first host that answers (heartbeat, TLS, failover);
+  - ``_amqp``: a session on RabbitMQ: its channels, declaring, consuming;
+  - ``_amqp_publishing``: its publishes, with confirms and returns matched to each;
+  - ``_amqp_channels``: its connection and channels, aiormq's errors as ours;
+  - ``_amqp_delivery``: a delivered message, settled on its channel;
 - ``_wire``: what AMQP can carry (header values, frame sizes) and what moves may copy;
 - ``memory``: the in-process broker, with its session (``memory._session``).
 """
@@ -40,7 +50,7 @@ def transport_for(
 
         opener: SessionOpener = MemoryOpener(urls[0])
     else:
-        from ._amqp import AmqpOpener
+        from ._amqp_opener import AmqpOpener
 
         opener = AmqpOpener(
             urls,

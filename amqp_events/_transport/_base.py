@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from .._errors import BrokerError, PublishError
 from .._topology import ConsumerSpec, Topology
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "SessionHooks",
     "SessionOpener",
     "Transport",
+    "publish_refused",
 ]
 
 CloseCallback = Callable[[BaseException | None], None]
@@ -147,6 +149,13 @@ class Session(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def publish_refused(exchange: str, reply_code: int, text: str) -> PublishError:
+    """What every session raises for a publish the broker refused (and closed its channel for):
+    one wording, with the broker's ``reply_code`` and ``text``."""
+    refused = BrokerError(reply_code, f"publishing to {exchange!r}: {text}")
+    return PublishError(str(refused), reply_code=reply_code)
 
 
 class SessionOpener(Protocol):

@@ -11,6 +11,9 @@
   ``amqp_events_rabbitmq_vhost``, ``amqp_events_rabbitmq_vhost_url`` and
   ``amqp_events_rabbitmq_admin`` (a ``VhostView``), and the markers ``rabbitmq`` and
   ``disruptive``.
+- ``QueueInfo``, ``ExchangeInfo`` and ``BindingInfo``: what a queue, an exchange and a binding
+  look like, in one shape on both brokers (``MemoryBroker.queue_info`` and ``VhostView.queue``
+  return equal ``QueueInfo`` for the same queue).
 - Without pytest: ``find_broker`` finds a RabbitMQ (``AMQP_URL``, a local one, else a
   testcontainers container) or raises ``BrokerNotFoundError``; the ``BrokerHandle`` it returns
   makes and deletes vhosts (``VhostAdminError`` when it cannot).
@@ -21,6 +24,7 @@ The modules: ``_burst`` (run_until_idle, capture, the outcome), ``_plugin`` (the
 ways to do it), ``_urls`` (broker URLs and vhost names).
 """
 
+from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
 from ._broker import BrokerHandle, BrokerNotFoundError, find_broker
 from ._burst import (
     ConnectionFactory,
@@ -34,13 +38,16 @@ from ._burst import (
 from ._vhost_admin import VhostAdminError, VhostView
 
 __all__ = [
+    "BindingInfo",
     "BrokerHandle",
     "BrokerNotFoundError",
     "ConnectionFactory",
     "DeadLettered",
+    "ExchangeInfo",
     "Handled",
     "Outcome",
     "Published",
+    "QueueInfo",
     "VhostAdminError",
     "VhostView",
     "capture",

@@ -9,16 +9,17 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
 from ._urls import amqp_target, host_in_url, is_loopback
 from ._vhost_admin import (
     ADMIN_TIMEOUT,
     FULL_PERMISSIONS,
     PROBE_TIMEOUT,
-    BindingInfo,
-    QueueInfo,
     VhostAdmin,
     VhostAdminError,
-    sorted_bindings,
+    exchange_info,
+    queue_bindings,
+    queue_info,
 )
 
 __all__ = ["ENV_MANAGEMENT_URL", "MANAGEMENT_PORT", "ManagementApiAdmin"]
@@ -126,34 +127,36 @@ class ManagementApiAdmin(VhostAdmin):
     def list_vhosts(self) -> list[str]:
         return [str(v["name"]) for v in self._request("GET", "/vhosts") or []]
 
+    def _rows(self, kind: str, vhost: str) -> list[dict[str, Any]]:
+        """``GET /api/<kind>/<vhost>``: the objects listed (none for an unknown vhost)."""
+        return list(
+            self._request("GET", f"/{kind}/{quote(vhost, safe='')}", ok_statuses=(404,)) or []
+        )
+
     def queues(self, vhost: str) -> list[QueueInfo]:
-        rows = self._request("GET", f"/queues/{quote(vhost, safe='')}", ok_statuses=(404,))
         queues = [
-            QueueInfo(
-                name=row["name"],
-                vhost=row.get("vhost", vhost),
-                durable=bool(row.get("durable")),
-                auto_delete=bool(row.get("auto_delete")),
-                exclusive=row.get("exclusive"),
-                arguments=_management_table(row.get("arguments")),
-            )
-            for row in rows or []
+            queue_info(row, _management_table(row.get("arguments")))
+            for row in self._rows("queues", vhost)
         ]
-        return sorted(queues, key=lambda q: q["name"])
+        return sorted(queues, key=lambda q: q.name)
+
+    def exchanges(self, vhost: str) -> list[ExchangeInfo]:
+        exchanges = [
+            exchange_info(row, _management_table(row.get("arguments")))
+            for row in self._rows("exchanges", vhost)
+        ]
+        return sorted(exchanges, key=lambda x: x.name)
 
     def bindings(self, vhost: str) -> list[BindingInfo]:
-        rows = self._request("GET", f"/bindings/{quote(vhost, safe='')}", ok_statuses=(404,))
-        return sorted_bindings(
-            [
-                BindingInfo(
-                    source=row["source"],
-                    destination=row["destination"],
-                    destination_type=row["destination_type"],
-                    routing_key=row["routing_key"],
-                    arguments=_management_table(row.get("arguments")),
-                )
-                for row in rows or []
-            ]
+        return queue_bindings(
+            (
+                row["source"],
+                row["destination"],
+                row["destination_type"],
+                row["routing_key"],
+                _management_table(row.get("arguments")),
+            )
+            for row in self._rows("bindings", vhost)
         )
 
 

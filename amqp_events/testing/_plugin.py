@@ -9,9 +9,10 @@ runs everything else. Without a broker they are skipped, unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -31,8 +32,11 @@ __all__ = [
     "amqp_events_rabbitmq_url",
     "amqp_events_rabbitmq_vhost",
     "amqp_events_rabbitmq_vhost_url",
+    "broker_required",
+    "fresh_vhost",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "skip_or_fail",
 ]
 
 ENV_REQUIRE_BROKER = "AMQP_EVENTS_REQUIRE_BROKER"
@@ -56,8 +60,36 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _broker_required() -> bool:
+def broker_required() -> bool:
+    """Whether ``AMQP_EVENTS_REQUIRE_BROKER`` is set (``1``, ``true``, ``yes`` or ``on``): the
+    one place that reads it."""
     return _flag(ENV_REQUIRE_BROKER)
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test for want of a broker (or of a tool to manage it), or fail it when
+    :func:`broker_required`."""
+    if broker_required():
+        pytest.fail(f"{reason}\n({ENV_REQUIRE_BROKER} is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def fresh_vhost(broker: BrokerHandle) -> Iterator[str]:
+    """A vhost made on ``broker`` for the ``with`` block and deleted after it, passed or failed;
+    the test fails (no traceback) if vhosts cannot be created."""
+    try:
+        vhost = broker.create_vhost()
+    except VhostAdminError as exc:
+        problem = str(exc)  # failed outside the except: no chained traceback
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield vhost
+    finally:
+        broker.delete_vhost(vhost)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -97,9 +129,7 @@ def amqp_events_rabbitmq_broker() -> Iterator[BrokerHandle]:
     except BrokerNotFoundError as exc:
         reason = str(exc)  # skipped or failed outside the except: no chained traceback
     if handle is None:
-        if _broker_required():
-            pytest.fail(f"{reason}\n({ENV_REQUIRE_BROKER} is set)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     try:
         yield handle
     finally:
@@ -120,18 +150,8 @@ def amqp_events_rabbitmq_vhost(amqp_events_rabbitmq_broker: BrokerHandle) -> Ite
     The URL's user gets full permissions on it. It is deleted after the test, passed or
     failed, with everything declared in it. The test fails if vhosts cannot be created.
     """
-    try:
-        vhost = amqp_events_rabbitmq_broker.create_vhost()
-    except VhostAdminError as exc:
-        problem = str(exc)  # failed outside the except: no chained traceback
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    try:
+    with fresh_vhost(amqp_events_rabbitmq_broker) as vhost:
         yield vhost
-    finally:
-        amqp_events_rabbitmq_broker.delete_vhost(vhost)
 
 
 @pytest.fixture
@@ -147,20 +167,25 @@ def amqp_events_rabbitmq_vhost_url(
 def amqp_events_rabbitmq_admin(
     amqp_events_rabbitmq_broker: BrokerHandle, amqp_events_rabbitmq_vhost: str
 ) -> VhostView:
-    """Inspects this test's vhost: ``queues()``, ``queue(name)`` and ``bindings()``.
+    """Inspects this test's vhost: ``queues()``, ``queue(name)``, ``exchanges()``,
+    ``exchange(name)`` and ``bindings(queue=None)``.
 
-    They return plain dicts of one shape whether the management API or ``rabbitmqctl``
-    answered, e.g. ``{"name": ..., "durable": ..., "arguments": {"x-expires": ...}}``.
-    The calls block (``rabbitmqctl`` takes about half a second).
+    They return :class:`QueueInfo`, :class:`ExchangeInfo` and :class:`BindingInfo`, the shapes
+    ``MemoryBroker`` returns, whether the management API or ``rabbitmqctl`` answered. The calls
+    block (``rabbitmqctl`` takes about half a second).
     """
     return amqp_events_rabbitmq_broker.vhost_view(amqp_events_rabbitmq_vhost)
 
 
 @pytest.fixture
 def amqp_events_memory_broker() -> Iterator[MemoryBroker]:
-    """A fresh in-memory broker; connect to it with
-    ``Connection(name, amqp_events_memory_broker.url)``."""
-    broker = MemoryBroker()
+    """A fresh in-memory broker on virtual time; connect to it with
+    ``Connection(name, amqp_events_memory_broker.url)``.
+
+    Its clock jumps to the next message expiry whenever it is idle, so retry delays and TTLs
+    pass at once (``MemoryBroker(virtual_time=True)``).
+    """
+    broker = MemoryBroker(virtual_time=True)
     yield broker
     broker.reset()
 

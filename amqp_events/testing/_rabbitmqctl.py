@@ -9,14 +9,17 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
 from ._vhost_admin import (
     ADMIN_TIMEOUT,
+    EXCHANGE_COLUMNS,
     FULL_PERMISSIONS,
-    BindingInfo,
-    QueueInfo,
+    QUEUE_COLUMNS,
     VhostAdmin,
     VhostAdminError,
-    sorted_bindings,
+    exchange_info,
+    queue_bindings,
+    queue_info,
 )
 
 __all__ = ["ContainerLike", "ContainerRabbitmqctlAdmin", "RabbitmqctlAdmin"]
@@ -143,21 +146,24 @@ class RabbitmqctlAdmin(VhostAdmin):
         output = self._ctl("list_vhosts", "name", "--formatter", "json", "--quiet")
         return [str(row["name"]) for row in _ctl_rows(output)]
 
+    def _list(self, command: str, vhost: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+        """``rabbitmqctl <command> -p <vhost> <columns>``: one dict per row."""
+        output = self._ctl(command, "-p", vhost, *columns, "--formatter", "json", "--quiet")
+        return _ctl_rows(output)
+
     def queues(self, vhost: str) -> list[QueueInfo]:
-        columns = ("name", "durable", "auto_delete", "exclusive", "arguments")
-        output = self._ctl("list_queues", "-p", vhost, *columns, "--formatter", "json", "--quiet")
         queues = [
-            QueueInfo(
-                name=row["name"],
-                vhost=vhost,
-                durable=bool(row["durable"]),
-                auto_delete=bool(row["auto_delete"]),
-                exclusive=row.get("exclusive"),
-                arguments=_ctl_table(row["arguments"]),
-            )
-            for row in _ctl_rows(output)
+            queue_info(row, _ctl_table(row["arguments"]))
+            for row in self._list("list_queues", vhost, QUEUE_COLUMNS)
         ]
-        return sorted(queues, key=lambda q: q["name"])
+        return sorted(queues, key=lambda q: q.name)
+
+    def exchanges(self, vhost: str) -> list[ExchangeInfo]:
+        exchanges = [
+            exchange_info(row, _ctl_table(row["arguments"]))
+            for row in self._list("list_exchanges", vhost, EXCHANGE_COLUMNS)
+        ]
+        return sorted(exchanges, key=lambda x: x.name)
 
     def bindings(self, vhost: str) -> list[BindingInfo]:
         columns = (
@@ -167,18 +173,15 @@ class RabbitmqctlAdmin(VhostAdmin):
             "routing_key",
             "arguments",
         )
-        output = self._ctl("list_bindings", "-p", vhost, *columns, "--formatter", "json", "--quiet")
-        return sorted_bindings(
-            [
-                BindingInfo(
-                    source=row["source_name"],
-                    destination=row["destination_name"],
-                    destination_type=row["destination_kind"],
-                    routing_key=row["routing_key"],
-                    arguments=_ctl_table(row["arguments"]),
-                )
-                for row in _ctl_rows(output)
-            ]
+        return queue_bindings(
+            (
+                row["source_name"],
+                row["destination_name"],
+                row["destination_kind"],
+                row["routing_key"],
+                _ctl_table(row["arguments"]),
+            )
+            for row in self._list("list_bindings", vhost, columns)
         )
 
 

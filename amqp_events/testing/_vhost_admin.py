@@ -9,20 +9,24 @@ fixture gives.
 from __future__ import annotations
 
 import abc
-from typing import Any, Final, TypedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, TypeVar
 
 from .._errors import AmqpEventsError
+from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
 
 __all__ = [
     "ADMIN_TIMEOUT",
+    "EXCHANGE_COLUMNS",
     "FULL_PERMISSIONS",
     "PROBE_TIMEOUT",
-    "BindingInfo",
-    "QueueInfo",
+    "QUEUE_COLUMNS",
     "VhostAdmin",
     "VhostAdminError",
     "VhostView",
-    "sorted_bindings",
+    "exchange_info",
+    "queue_bindings",
+    "queue_info",
 ]
 
 FULL_PERMISSIONS: Final = {"configure": ".*", "write": ".*", "read": ".*"}
@@ -35,26 +39,67 @@ class VhostAdminError(AmqpEventsError):
     """A vhost could not be created, deleted or inspected, or no way to do so was found."""
 
 
-class QueueInfo(TypedDict):
-    """A queue as ``amqp_events_rabbitmq_admin.queues()`` returns it, whichever admin answered."""
+QUEUE_COLUMNS: Final = (
+    "name",
+    "durable",
+    "auto_delete",
+    "exclusive",
+    "arguments",
+    "messages_ready",
+    "messages_unacknowledged",
+    "consumers",
+)
+"""What a :class:`QueueInfo` is made of: ``rabbitmqctl list_queues`` columns, and the keys of the
+management API's queue objects, which have the same names."""
 
-    name: str
-    vhost: str
-    durable: bool
-    auto_delete: bool
-    exclusive: bool | None
-    arguments: dict[str, Any]
+EXCHANGE_COLUMNS: Final = ("name", "type", "durable", "auto_delete", "internal", "arguments")
+"""The same for an :class:`ExchangeInfo` (``list_exchanges``, the API's exchange objects)."""
 
 
-class BindingInfo(TypedDict):
-    """A binding as ``amqp_events_rabbitmq_admin.bindings()`` returns it, whichever admin
-    answered."""
+def queue_info(row: Mapping[str, Any], arguments: Mapping[str, Any]) -> QueueInfo:
+    """A queue row of ``rabbitmqctl`` or of the management API (:data:`QUEUE_COLUMNS`), its
+    ``arguments`` already converted. A counter the row lacks (the management API has not sampled
+    the queue yet) reads 0."""
+    return QueueInfo(
+        name=str(row["name"]),
+        durable=bool(row.get("durable")),
+        exclusive=bool(row.get("exclusive")),
+        auto_delete=bool(row.get("auto_delete")),
+        arguments=arguments,
+        messages_ready=int(row.get("messages_ready") or 0),
+        messages_unacknowledged=int(row.get("messages_unacknowledged") or 0),
+        consumers=int(row.get("consumers") or 0),
+    )
 
-    source: str
-    destination: str
-    destination_type: str
-    routing_key: str
-    arguments: dict[str, Any]
+
+def exchange_info(row: Mapping[str, Any], arguments: Mapping[str, Any]) -> ExchangeInfo:
+    """An exchange row of ``rabbitmqctl`` or of the management API (:data:`EXCHANGE_COLUMNS`)."""
+    return ExchangeInfo(
+        name=str(row["name"]),
+        type=str(row["type"]),
+        durable=bool(row.get("durable")),
+        auto_delete=bool(row.get("auto_delete")),
+        internal=bool(row.get("internal")),
+        arguments=arguments,
+    )
+
+
+def queue_bindings(
+    rows: Iterable[tuple[str, str, str, str, Mapping[str, Any]]],
+) -> list[BindingInfo]:
+    """RabbitMQ's bindings, as ``(source, destination, destination type, routing key, arguments)``,
+    reduced to what :class:`BindingInfo` lists (explicit bindings of queues), in a stable order."""
+    bindings = [
+        BindingInfo(queue=destination, exchange=source, routing_key=key, arguments=arguments)
+        for source, destination, destination_type, key, arguments in rows
+        if source != "" and destination_type == "queue"
+    ]
+    return sorted(bindings, key=_binding_order)
+
+
+def _binding_order(b: BindingInfo) -> tuple[str, str, str, str]:
+    # Keys are unique: sorting the items never compares two values.
+    return (b.exchange, b.queue, b.routing_key, repr(sorted(b.arguments.items())))
 
 
 class VhostAdmin(abc.ABC):
@@ -91,27 +136,27 @@ class VhostAdmin(abc.ABC):
         """Queues of ``vhost`` sorted by name (an unknown vhost has none)."""
 
     @abc.abstractmethod
+    def exchanges(self, vhost: str) -> list[ExchangeInfo]:
+        """Exchanges of ``vhost`` sorted by name, ``""`` and the ``amq.*`` ones included."""
+
+    @abc.abstractmethod
     def bindings(self, vhost: str) -> list[BindingInfo]:
-        """Bindings of ``vhost``, default-exchange ones included, in a stable order."""
+        """Explicit queue bindings of ``vhost`` (see :class:`BindingInfo`), in a stable order."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 
 
-def sorted_bindings(bindings: list[BindingInfo]) -> list[BindingInfo]:
-    """``bindings`` in the stable order every admin returns them in."""
-    return sorted(
-        bindings,
-        key=lambda b: (b["source"], b["destination_type"], b["destination"], b["routing_key"]),
-    )
-
-
 class VhostView:
     """One test's vhost, inspected: what the ``amqp_events_rabbitmq_admin`` fixture gives.
 
-    ``queues()``, ``queue(name)`` and ``bindings()`` return plain dicts of one shape
-    (:class:`QueueInfo`, :class:`BindingInfo`) whether the management API or ``rabbitmqctl``
-    answered. The calls block (``rabbitmqctl`` takes about half a second).
+    ``queue(name)``, ``exchange(name)`` and ``bindings()`` return the shapes the memory broker's
+    ``queue_info(name)``, ``exchange_info(name)`` and ``bindings()`` return (:class:`QueueInfo`,
+    :class:`ExchangeInfo`, :class:`BindingInfo`), filled alike whether the management API or
+    ``rabbitmqctl`` answered, so that a test can compare what the two brokers hold. Lists come
+    sorted (queues and exchanges by name, bindings by exchange, queue and routing key). The calls
+    block (``rabbitmqctl`` takes about half a second): from async code, call them with
+    ``asyncio.to_thread`` if a connection must stay alive meanwhile.
     """
 
     def __init__(self, admin: VhostAdmin, vhost: str, url: str) -> None:
@@ -125,16 +170,33 @@ class VhostView:
 
     def queue(self, name: str) -> QueueInfo:
         """The queue called ``name``; :class:`LookupError` naming the queues there if none."""
-        queues = self.queues()
-        for queue in queues:
-            if queue["name"] == name:
-                return queue
-        names = ", ".join(repr(q["name"]) for q in queues) or "none"
-        raise LookupError(f"no queue {name!r} in vhost {self.vhost!r} (queues: {names})")
+        return _named(self.queues(), name, "queue", self.vhost)
 
-    def bindings(self) -> list[BindingInfo]:
-        """Bindings of this vhost, default-exchange ones included."""
-        return self.admin.bindings(self.vhost)
+    def exchanges(self) -> list[ExchangeInfo]:
+        """Exchanges of this vhost sorted by name, ``""`` and the ``amq.*`` ones included."""
+        return self.admin.exchanges(self.vhost)
+
+    def exchange(self, name: str) -> ExchangeInfo:
+        """The exchange called ``name``; :class:`LookupError` naming the exchanges there if
+        none."""
+        return _named(self.exchanges(), name, "exchange", self.vhost)
+
+    def bindings(self, queue: str | None = None) -> list[BindingInfo]:
+        """Explicit bindings of this vhost's queues, or of ``queue`` only (as
+        ``MemoryBroker.bindings``): not the default exchange's implicit ones."""
+        bindings = self.admin.bindings(self.vhost)
+        return [b for b in bindings if queue is None or b.queue == queue]
 
     def __repr__(self) -> str:
         return f"<VhostView {self.vhost!r} via {self.admin.describe()}>"
+
+
+_Named = TypeVar("_Named", QueueInfo, ExchangeInfo)
+
+
+def _named(infos: list[_Named], name: str, kind: str, vhost: str) -> _Named:
+    for info in infos:
+        if info.name == name:
+            return info
+    names = ", ".join(repr(info.name) for info in infos) or "none"
+    raise LookupError(f"no {kind} {name!r} in vhost {vhost!r} ({kind}s: {names})")

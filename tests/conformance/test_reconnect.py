@@ -20,8 +20,7 @@ from tests.conformance._support import (
     service_queue,
     subscribe_initialize,
 )
-from tests.conformance.conftest import BrokerUnderTest
-from tests.helpers import Collector, queue_depth
+from tests.helpers import BrokerUnderTest, Collector, queue_depth
 
 both_brokers_rabbitmq_disruptive = pytest.mark.parametrize(
     "broker",

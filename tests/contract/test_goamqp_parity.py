@@ -3,7 +3,9 @@ request handler returning them, the message logger. Both brokers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +20,7 @@ from amqp_events import (
     Reject,
     RetryPolicy,
     Route,
+    Setup,
     event_stream_consumer,
     event_stream_publisher,
     request_response_handler,
@@ -45,21 +48,41 @@ class Price(BaseModel):
     total: int
 
 
-async def test_a_stream_is_named_as_goamqp_names_it(amqp_events_broker_url: str) -> None:
-    """StreamPublisher("orders", p) and StreamConsumer("orders", ...) ported line by line:
-    the exchange is orders.topic.exchange, the queue orders.topic.exchange.queue.<service>."""
+def collecting() -> tuple[Collector[OrderCreated], Callable[[OrderCreated], Awaitable[None]]]:
+    """A collector and a handler of ``OrderCreated`` that adds to it."""
     got: Collector[OrderCreated] = Collector()
-    publisher = Publisher(Route(OrderCreated, "Order.Created"))
 
     async def on_created(event: OrderCreated) -> None:
         got.add(event)
 
+    return got, on_created
+
+
+@contextlib.asynccontextmanager
+async def stat_and_orders(
+    url: str, stat: Sequence[Setup], orders: Sequence[Setup]
+) -> AsyncIterator[Connection]:
+    """Services "stat" and "orders" started with these setups, in that order; yields "stat"."""
     async with (
-        Connection("stat", amqp_events_broker_url) as stat,
-        Connection("orders", amqp_events_broker_url) as orders,
+        Connection("stat", url) as stat_conn,
+        Connection("orders", url) as orders_conn,
     ):
-        await stat.start(stream_consumer("orders", "Order.Created", on_created))
-        await orders.start(stream_publisher("orders", publisher))
+        await stat_conn.start(*stat)
+        await orders_conn.start(*orders)
+        yield stat_conn
+
+
+async def test_a_stream_is_named_as_goamqp_names_it(amqp_events_broker_url: str) -> None:
+    """StreamPublisher("orders", p) and StreamConsumer("orders", ...) ported line by line:
+    the exchange is orders.topic.exchange, the queue orders.topic.exchange.queue.<service>."""
+    got, on_created = collecting()
+    publisher = Publisher(Route(OrderCreated, "Order.Created"))
+
+    async with stat_and_orders(
+        amqp_events_broker_url,
+        [stream_consumer("orders", "Order.Created", on_created)],
+        [stream_publisher("orders", publisher)],
+    ):
         await publisher.publish(OrderCreated(id="1"))
         # what a goamqp StreamPublisher("orders", ...) sends
         await raw_publish(
@@ -74,18 +97,14 @@ async def test_a_stream_is_named_as_goamqp_names_it(amqp_events_broker_url: str)
 
 
 async def test_event_stream_setups_are_the_events_stream(amqp_events_broker_url: str) -> None:
-    got: Collector[OrderCreated] = Collector()
+    got, on_created = collecting()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
 
-    async def on_created(event: OrderCreated) -> None:
-        got.add(event)
-
-    async with (
-        Connection("stat", amqp_events_broker_url) as stat,
-        Connection("orders", amqp_events_broker_url) as orders,
+    async with stat_and_orders(
+        amqp_events_broker_url,
+        [stream_consumer("events", "Order.Created", on_created)],
+        [event_stream_publisher(publisher)],
     ):
-        await stat.start(stream_consumer("events", "Order.Created", on_created))
-        await orders.start(event_stream_publisher(publisher))
         await publisher.publish(OrderCreated(id="1"))
         assert await got.wait(1) == [OrderCreated(id="1")]
     assert await queue_depth(amqp_events_broker_url, "events.topic.exchange.queue.stat") == 0
@@ -95,25 +114,18 @@ async def test_queue_suffix_gives_a_second_queue_of_the_same_service(
     amqp_events_broker_url: str,
 ) -> None:
     """AddQueueNameSuffix: two handlers of one key in one service, each on its own queue."""
-    main: Collector[OrderCreated] = Collector()
-    audit: Collector[OrderCreated] = Collector()
+    main, on_created = collecting()
+    audit, on_audit = collecting()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
 
-    async def on_created(event: OrderCreated) -> None:
-        main.add(event)
-
-    async def on_audit(event: OrderCreated) -> None:
-        audit.add(event)
-
-    async with (
-        Connection("stat", amqp_events_broker_url) as stat,
-        Connection("orders", amqp_events_broker_url) as orders,
-    ):
-        await stat.start(
+    async with stat_and_orders(
+        amqp_events_broker_url,
+        [
             event_stream_consumer("Order.Created", on_created),
             event_stream_consumer("Order.Created", on_audit, queue_suffix="audit"),
-        )
-        await orders.start(event_stream_publisher(publisher))
+        ],
+        [event_stream_publisher(publisher)],
+    ):
         await publisher.publish(OrderCreated(id="1"))
         assert await main.wait(1) == [OrderCreated(id="1")]
         assert await audit.wait(1) == [OrderCreated(id="1")]
@@ -124,23 +136,17 @@ async def test_transient_stream_consumer_and_the_message_logger(
     amqp_events_broker_url: str,
 ) -> None:
     logged: list[LoggedMessage] = []
-    got: Collector[OrderCreated] = Collector()
+    got, on_created = collecting()
     publisher = Publisher(Route(OrderCreated, "Order.Created"))
 
-    async def on_created(event: OrderCreated) -> None:
-        got.add(event)
-
-    async with (
-        Connection("stat", amqp_events_broker_url) as stat,
-        Connection("orders", amqp_events_broker_url) as orders,
-    ):
-        await stat.start(
+    async with stat_and_orders(
+        amqp_events_broker_url,
+        [
             transient_stream_consumer("orders", "Order.Created", on_created, queue_suffix="live"),
             with_message_logger(logged.append),
-        )
-        await orders.start(
-            stream_publisher("orders", publisher), with_message_logger(logged.append)
-        )
+        ],
+        [stream_publisher("orders", publisher), with_message_logger(logged.append)],
+    ) as stat:
         await publisher.publish(OrderCreated(id="1"))
         await got.wait(1)
         await stat.close()  # the "in" is logged after the ack

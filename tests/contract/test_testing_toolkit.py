@@ -16,8 +16,15 @@ from amqp_events import (
     event_stream_publisher,
     with_retry_policy,
 )
-from amqp_events.testing import ConnectionFactory, capture, run_until_idle
-from tests.helpers import raw_publish
+from amqp_events.testing import (
+    BindingInfo,
+    ConnectionFactory,
+    ExchangeInfo,
+    QueueInfo,
+    capture,
+    run_until_idle,
+)
+from tests.helpers import BrokerUnderTest, eventually, raw_publish
 
 
 class Ping(BaseModel):
@@ -137,3 +144,56 @@ async def test_a_handler_that_never_returns_is_named_in_the_timeout(
         await source.start(event_stream_publisher(pings))
         with pytest.raises(TimeoutError, match="still busy after 0.5s: stuck"):
             await run_until_idle(stuck, source, publish=[(pings, Ping(n=1))], timeout=0.5)
+
+
+SHIPPING_QUEUE = "events.topic.exchange.queue.shipping"
+
+
+async def test_both_brokers_report_a_queue_in_one_shape(
+    amqp_events_broker_url: str, request: pytest.FixtureRequest
+) -> None:
+    """``MemoryBroker.queue_info`` and ``VhostView.queue`` (likewise for exchanges and
+    bindings) return equal values for the same queue: each case compares with the same literal."""
+    broker = BrokerUnderTest.for_test(amqp_events_broker_url, request)
+
+    async def reports(expected: QueueInfo) -> bool:
+        # The management API's counters lag by its statistics interval: wait for them.
+        return await broker.queue_info(SHIPPING_QUEUE) == expected
+
+    def shipping_queue(*, ready: int, consumers: int) -> QueueInfo:
+        return QueueInfo(
+            name=SHIPPING_QUEUE,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={"x-expires": 432000000},
+            messages_ready=ready,
+            messages_unacknowledged=0,
+            consumers=consumers,
+        )
+
+    async with Connection("shipping", amqp_events_broker_url) as shipping:
+
+        @shipping.event_stream_consumer("Ping")
+        async def on_ping(ping: Ping) -> None:
+            pass
+
+        await shipping.start()
+        await eventually(lambda: reports(shipping_queue(ready=0, consumers=1)), within=15)
+    for n in range(2):
+        await raw_publish(amqp_events_broker_url, "events.topic.exchange", "Ping", b"{}", {"n": n})
+    await eventually(lambda: reports(shipping_queue(ready=2, consumers=0)), within=15)
+
+    assert await broker.bindings(SHIPPING_QUEUE) == [
+        BindingInfo(
+            queue=SHIPPING_QUEUE, exchange="events.topic.exchange", routing_key="Ping", arguments={}
+        )
+    ]
+    assert await broker.exchange_info("events.topic.exchange") == ExchangeInfo(
+        name="events.topic.exchange",
+        type="topic",
+        durable=True,
+        auto_delete=False,
+        internal=False,
+        arguments={},
+    )

@@ -11,22 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from amqp_events.testing import BrokerHandle, VhostAdminError
-from amqp_events.testing._urls import url_with_vhost
+from amqp_events.testing import BrokerHandle
+from amqp_events.testing._plugin import fresh_vhost
 
 
 @pytest.fixture(scope="session")
 def differential_url(amqp_events_rabbitmq_broker: BrokerHandle) -> Iterator[str]:
     """AMQP URL of a vhost made for this suite, deleted at the end of the session."""
-    try:
-        vhost = amqp_events_rabbitmq_broker.create_vhost()
-    except VhostAdminError as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    try:
-        yield url_with_vhost(amqp_events_rabbitmq_broker.url, vhost)
-    finally:
-        amqp_events_rabbitmq_broker.delete_vhost(vhost)
+    with fresh_vhost(amqp_events_rabbitmq_broker) as vhost:
+        yield amqp_events_rabbitmq_broker.vhost_url(vhost)

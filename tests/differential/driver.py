@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -122,6 +122,41 @@ def _msg(
     )
 
 
+@dataclass(frozen=True)
+class ExchangeDecl:
+    """An exchange.declare, as both drivers pass it on."""
+
+    name: str
+    type: ExchangeType
+    durable: bool
+    auto_delete: bool
+    internal: bool
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueueDecl:
+    """A queue.declare, as both drivers pass it on."""
+
+    name: str
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A basic.publish, as both drivers pass it on."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any] | None
+    expiration: int | None  # ms
+    mandatory: bool
+
+
 class Consumer(ABC):
     """A consumer with manual acknowledgements; ``received`` lists every delivery in order."""
 
@@ -198,7 +233,6 @@ class Driver(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    @abstractmethod
     async def declare_exchange(
         self,
         name: str,
@@ -208,9 +242,11 @@ class Driver(ABC):
         auto_delete: bool = False,
         internal: bool = False,
         arguments: Mapping[str, Any] | None = None,
-    ) -> None: ...
+    ) -> None:
+        await self._declare_exchange(
+            ExchangeDecl(name, type_, durable, auto_delete, internal, dict(arguments or {}))
+        )
 
-    @abstractmethod
     async def declare_queue(
         self,
         name: str,
@@ -220,9 +256,10 @@ class Driver(ABC):
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
         conn: int = 0,
-    ) -> None: ...
+    ) -> None:
+        decl = QueueDecl(name, durable, exclusive, auto_delete, dict(arguments or {}))
+        await self._declare_queue(decl, conn)
 
-    @abstractmethod
     async def bind(
         self,
         queue: str,
@@ -231,9 +268,9 @@ class Driver(ABC):
         arguments: Mapping[str, Any] | None = None,
         *,
         conn: int = 0,
-    ) -> None: ...
+    ) -> None:
+        await self._bind(queue, exchange, routing_key, dict(arguments or {}), conn)
 
-    @abstractmethod
     async def publish(
         self,
         exchange: str,
@@ -245,6 +282,23 @@ class Driver(ABC):
         mandatory: bool = False,
     ) -> PublishOutcome:
         """Publish with confirms: ``ack``, ``returned`` (mandatory, unroutable) or ``nack``."""
+        return await self._publish(
+            Outgoing(exchange, routing_key, body.encode(), headers, expiration, mandatory)
+        )
+
+    @abstractmethod
+    async def _declare_exchange(self, decl: ExchangeDecl) -> None: ...
+
+    @abstractmethod
+    async def _declare_queue(self, decl: QueueDecl, conn: int) -> None: ...
+
+    @abstractmethod
+    async def _bind(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any], conn: int
+    ) -> None: ...
+
+    @abstractmethod
+    async def _publish(self, out: Outgoing) -> PublishOutcome: ...
 
     @abstractmethod
     async def get(self, queue: str) -> Msg | None:
@@ -402,91 +456,56 @@ class AmqpDriver(Driver):
         except aiormq.exceptions.ChannelClosed as error:
             raise _channel_error(error) from None
 
-    async def declare_exchange(
-        self,
-        name: str,
-        type_: ExchangeType,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
+    async def _declare_exchange(self, decl: ExchangeDecl) -> None:
         channel = await self._channel(0)
         async with self._refusals():
             await channel.declare_exchange(
-                name,
-                type_,
-                durable=durable,
-                auto_delete=auto_delete,
-                internal=internal,
-                arguments=dict(arguments or {}),
+                decl.name,
+                decl.type,
+                durable=decl.durable,
+                auto_delete=decl.auto_delete,
+                internal=decl.internal,
+                arguments=decl.arguments,
             )
-        self._exchanges[name] = None
+        self._exchanges[decl.name] = None
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        exclusive: bool = False,
-        auto_delete: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-        conn: int = 0,
-    ) -> None:
+    async def _declare_queue(self, decl: QueueDecl, conn: int) -> None:
         channel = await self._channel(conn)
         async with self._refusals():
             await channel.declare_queue(
-                name,
-                durable=durable,
-                exclusive=exclusive,
-                auto_delete=auto_delete,
-                arguments=dict(arguments or {}),
+                decl.name,
+                durable=decl.durable,
+                exclusive=decl.exclusive,
+                auto_delete=decl.auto_delete,
+                arguments=decl.arguments,
             )
-        self._queues[name] = None
+        self._queues[decl.name] = None
 
-    async def bind(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        conn: int = 0,
+    async def _bind(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any], conn: int
     ) -> None:
         channel = await (await self._channel(conn)).get_underlay_channel()
         async with self._refusals():
-            await channel.queue_bind(
-                queue, exchange, routing_key=routing_key, arguments=dict(arguments or {})
-            )
+            await channel.queue_bind(queue, exchange, routing_key=routing_key, arguments=arguments)
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: str,
-        *,
-        headers: Mapping[str, Any] | None = None,
-        expiration: int | None = None,
-        mandatory: bool = False,
-    ) -> PublishOutcome:
+    async def _publish(self, out: Outgoing) -> PublishOutcome:
         channel = await (await self._publisher_channel()).get_underlay_channel()
         # The properties MemoryBroker.publish sends by default, so that both content header
         # frames have the same size (FRAME_ERROR reports it).
         properties = spec.Basic.Properties(
-            headers=dict(headers) if headers is not None else None,
+            headers=dict(out.headers) if out.headers is not None else None,
             delivery_mode=2,
-            expiration=str(expiration) if expiration is not None else None,
+            expiration=str(out.expiration) if out.expiration is not None else None,
         )
         async with self._refusals():
             try:
                 with raw_string_bytes():
                     result = await channel.basic_publish(
-                        body.encode(),
-                        exchange=exchange,
-                        routing_key=routing_key,
+                        out.body,
+                        exchange=out.exchange,
+                        routing_key=out.routing_key,
                         properties=properties,
-                        mandatory=mandatory,
+                        mandatory=out.mandatory,
                     )
             except aiormq.exceptions.DeliveryError:
                 return "nack"
@@ -596,9 +615,14 @@ class _MemoryConsumer(Consumer):
         self.connection.cancel(self.tag)
 
 
-def _refusal(error: BrokerError) -> ChannelError:
-    text = str(error).split(": ", 1)[1]
-    return ChannelError(error.reply_code, _VHOST_NAME.sub("vhost '<vhost>'", text))
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The memory broker's refusals as ``ChannelError``, as RabbitMQ's are."""
+    try:
+        yield
+    except BrokerError as error:
+        text = str(error).split(": ", 1)[1]
+        raise ChannelError(error.reply_code, _VHOST_NAME.sub("vhost '<vhost>'", text)) from None
 
 
 class MemoryDriver(Driver):
@@ -617,100 +641,54 @@ class MemoryDriver(Driver):
             self._connections[conn] = connection
         return connection
 
-    async def declare_exchange(
-        self,
-        name: str,
-        type_: ExchangeType,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        try:
+    async def _declare_exchange(self, decl: ExchangeDecl) -> None:
+        with _refusals():
             self.broker.declare_exchange(
-                name,
-                type_,
-                durable=durable,
-                auto_delete=auto_delete,
-                internal=internal,
-                arguments=arguments,
+                decl.name,
+                decl.type,
+                durable=decl.durable,
+                auto_delete=decl.auto_delete,
+                internal=decl.internal,
+                arguments=decl.arguments,
             )
-        except BrokerError as error:
-            raise _refusal(error) from None
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        exclusive: bool = False,
-        auto_delete: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-        conn: int = 0,
-    ) -> None:
-        try:
+    async def _declare_queue(self, decl: QueueDecl, conn: int) -> None:
+        with _refusals():
             self.broker.declare_queue(
-                name,
-                durable=durable,
-                exclusive=exclusive,
-                auto_delete=auto_delete,
-                arguments=arguments,
+                decl.name,
+                durable=decl.durable,
+                exclusive=decl.exclusive,
+                auto_delete=decl.auto_delete,
+                arguments=decl.arguments,
                 connection=self._connection(conn),
             )
-        except BrokerError as error:
-            raise _refusal(error) from None
 
-    async def bind(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        conn: int = 0,
+    async def _bind(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any], conn: int
     ) -> None:
-        try:
+        with _refusals():
             self.broker.bind(
-                queue,
-                exchange,
-                routing_key,
-                arguments=arguments,
-                connection=self._connection(conn),
+                queue, exchange, routing_key, arguments=arguments, connection=self._connection(conn)
             )
-        except BrokerError as error:
-            raise _refusal(error) from None
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: str,
-        *,
-        headers: Mapping[str, Any] | None = None,
-        expiration: int | None = None,
-        mandatory: bool = False,
-    ) -> PublishOutcome:
+    async def _publish(self, out: Outgoing) -> PublishOutcome:
         try:
-            self.broker.publish(
-                exchange,
-                routing_key,
-                body.encode(),
-                headers,
-                mandatory=mandatory,
-                expiration=expiration,
-            )
-        except BrokerError as error:
-            raise _refusal(error) from None
+            with _refusals():
+                self.broker.publish(
+                    out.exchange,
+                    out.routing_key,
+                    out.body,
+                    out.headers,
+                    mandatory=out.mandatory,
+                    expiration=out.expiration,
+                )
         except PublishError as error:
             return "returned" if "unroutable" in str(error) else "nack"
         return "ack"
 
     async def get(self, queue: str) -> Msg | None:
-        try:
+        with _refusals():
             snapshot = self.broker.get(queue)
-        except BrokerError as error:
-            raise _refusal(error) from None
         if snapshot is None:
             return None
         return _msg(
@@ -727,12 +705,10 @@ class MemoryDriver(Driver):
     ) -> Consumer:
         connection = self._connection(conn)
         consumer = _MemoryConsumer(connection)
-        try:
+        with _refusals():
             consumer.tag = connection.consume(
                 queue, consumer.on_delivery, prefetch=prefetch, exclusive=exclusive
             )
-        except BrokerError as error:
-            raise _refusal(error) from None
         await asyncio.sleep(0)  # let deliveries already made reach the consumer
         return consumer
 

@@ -746,14 +746,14 @@ async def exclusive_queue_is_locked(driver: Driver) -> Any:
 # More consumer rules
 
 
-@scenario
-async def round_robin_after_a_consumer_unblocks(driver: Driver) -> Any:
-    await driver.declare_queue("rr-unblock")
-    limited = await driver.consume("rr-unblock", prefetch=1)
-    two = await driver.consume("rr-unblock", prefetch=0)
-    three = await driver.consume("rr-unblock", prefetch=0)
+async def _round_robin_after_an_unblock(driver: Driver, queue: str) -> Any:
+    """Three consumers of ``queue``, the first limited to one unacked delivery: where the
+    deliveries go before and after it acks (it rejoins the round robin)."""
+    limited = await driver.consume(queue, prefetch=1)
+    two = await driver.consume(queue, prefetch=0)
+    three = await driver.consume(queue, prefetch=0)
     for i in range(1, 6):
-        await driver.publish("", "rr-unblock", str(i))
+        await driver.publish("", queue, str(i))
     await limited.wait_for(1)
     await two.wait_for(2)
     await three.wait_for(2)
@@ -761,13 +761,15 @@ async def round_robin_after_a_consumer_unblocks(driver: Driver) -> Any:
     await limited.ack(0)
     await asyncio.sleep(0.1)
     for i in range(6, 12):
-        await driver.publish("", "rr-unblock", str(i))
+        await driver.publish("", queue, str(i))
     await limited.quiet()
-    return {
-        "limited": limited.shorts,
-        "two": two.shorts,
-        "three": three.shorts,
-    }
+    return {"limited": limited.shorts, "two": two.shorts, "three": three.shorts}
+
+
+@scenario
+async def round_robin_after_a_consumer_unblocks(driver: Driver) -> Any:
+    await driver.declare_queue("rr-unblock")
+    return await _round_robin_after_an_unblock(driver, "rr-unblock")
 
 
 @scenario
@@ -1304,20 +1306,7 @@ async def quorum_queue_requeue_goes_to_the_back(driver: Driver) -> Any:
 @scenario
 async def quorum_queue_round_robin(driver: Driver) -> Any:
     await driver.declare_queue("qrr", durable=True, arguments=QUORUM)
-    limited = await driver.consume("qrr", prefetch=1)
-    two = await driver.consume("qrr", prefetch=0)
-    three = await driver.consume("qrr", prefetch=0)
-    for i in range(1, 6):
-        await driver.publish("", "qrr", str(i))
-    await two.wait_for(2)
-    await three.wait_for(2)
-    await limited.quiet()
-    await limited.ack(0)
-    await asyncio.sleep(0.1)
-    for i in range(6, 12):
-        await driver.publish("", "qrr", str(i))
-    await limited.quiet()
-    return {"limited": limited.shorts, "two": two.shorts, "three": three.shorts}
+    return await _round_robin_after_an_unblock(driver, "qrr")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pamqp.common import FieldTable
 from pydantic import BaseModel
 
 from amqp_events import Connection, Publisher, Route, event_stream_consumer, event_stream_publisher
+from amqp_events.testing import VhostView
 from tests.helpers import Collector
 
 GOAMQP_QUEUE_ARGS: FieldTable = {"x-expires": 432000000}
@@ -63,35 +64,32 @@ async def test_consumer_starts_on_a_queue_goamqp_declared(
 
 
 async def test_declared_queue_arguments_are_exactly_goamqps(
-    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_admin: object
+    amqp_events_rabbitmq_vhost_url: str, amqp_events_rabbitmq_admin: VhostView
 ) -> None:
     async def on_created(event: OrderCreated) -> None:
         pass
 
     async with Connection("stat", amqp_events_rabbitmq_vhost_url) as stat:
         await stat.start(event_stream_consumer("Order.#", on_created))
-        queues = {q["name"]: q for q in amqp_events_rabbitmq_admin.queues()}  # type: ignore[attr-defined]
+        queues = {q.name: q for q in amqp_events_rabbitmq_admin.queues()}
     queue = queues["events.topic.exchange.queue.stat"]
-    assert queue["durable"] is True
-    assert queue["auto_delete"] is False
-    assert queue["arguments"] == GOAMQP_QUEUE_ARGS  # retries live in queues of their own:
+    assert queue.durable is True
+    assert queue.auto_delete is False
+    assert queue.arguments == GOAMQP_QUEUE_ARGS  # retries live in queues of their own:
     for delay_ms in (1000, 10000):  # the default policy's delays
         retry = queues[f"events.topic.exchange.queue.stat.retry.{delay_ms}"]
-        assert retry["durable"] is True
-        assert retry["arguments"] == {
+        assert retry.durable is True
+        assert retry.arguments == {
             "x-message-ttl": delay_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": "events.topic.exchange.queue.stat",
         }
     dlq = queues["events.topic.exchange.queue.stat.dlq"]
-    assert dlq["durable"] is True
-    assert dlq["arguments"] == {}
-    bindings = amqp_events_rabbitmq_admin.bindings()  # type: ignore[attr-defined]
+    assert dlq.durable is True
+    assert dlq.arguments == {}
+    bindings = amqp_events_rabbitmq_admin.bindings("events.topic.exchange.queue.stat")
     assert any(
-        b["source"] == "events.topic.exchange"
-        and b["destination"] == "events.topic.exchange.queue.stat"
-        and b["routing_key"] == "Order.#"
-        for b in bindings
+        b.exchange == "events.topic.exchange" and b.routing_key == "Order.#" for b in bindings
     ), bindings
 
 

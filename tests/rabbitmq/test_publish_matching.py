@@ -13,7 +13,8 @@ import pytest
 
 from amqp_events import PublishError, Unroutable
 from amqp_events._topology import QueueSpec, Topology
-from amqp_events._transport._amqp import AmqpOpener, AmqpSession
+from amqp_events._transport._amqp import AmqpSession
+from amqp_events._transport._amqp_opener import AmqpOpener
 from amqp_events._transport._base import OutgoingProperties, Session
 
 pytestmark = pytest.mark.rabbitmq

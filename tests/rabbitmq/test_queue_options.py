@@ -40,7 +40,7 @@ async def test_quorum_single_active_consumer_queue(
         await publisher.publish(Note(n=1))
         assert await got.wait(1) == [1]
         queue = amqp_events_rabbitmq_admin.queue("events.topic.exchange.queue.reader")
-    assert queue["arguments"] == {
+    assert queue.arguments == {
         "x-expires": 432000000,
         "x-queue-type": "quorum",
         "x-single-active-consumer": True,

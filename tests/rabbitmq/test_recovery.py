@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -30,6 +33,26 @@ def _rabbitmqctl() -> None:
     broker_control.require_rabbitmqctl()
 
 
+@contextlib.asynccontextmanager
+async def ticker_and_source(
+    url: str, **source_options: Any
+) -> AsyncIterator[tuple[Collector[int], Publisher]]:
+    """Two started services: "ticker" collects the ``Tick`` events the publisher of "source"
+    (made with ``source_options``) sends."""
+    got: Collector[int] = Collector()
+    publisher = Publisher(Route(Tick, "Tick"))
+    conn = Connection("ticker", url)
+
+    @conn.event_stream_consumer("Tick")
+    async def on_tick(event: Tick) -> None:
+        got.add(event.n)
+
+    async with conn, Connection("source", url, **source_options) as source:
+        await conn.start()
+        await source.start(event_stream_publisher(publisher))
+        yield got, publisher
+
+
 async def test_killed_connections_are_restored(amqp_events_rabbitmq_vhost_url: str) -> None:
     got: Collector[int] = Collector()
     losses: list[BaseException | None] = []
@@ -54,17 +77,7 @@ async def test_killed_connections_are_restored(amqp_events_rabbitmq_vhost_url: s
 async def test_deleted_queue_comes_back_and_keeps_consuming(
     amqp_events_rabbitmq_vhost_url: str,
 ) -> None:
-    got: Collector[int] = Collector()
-    publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
-
-    @conn.event_stream_consumer("Tick")
-    async def on_tick(event: Tick) -> None:
-        got.add(event.n)
-
-    async with conn, Connection("source", amqp_events_rabbitmq_vhost_url) as source:
-        await conn.start()
-        await source.start(event_stream_publisher(publisher))
+    async with ticker_and_source(amqp_events_rabbitmq_vhost_url) as (got, publisher):
         await publisher.publish(Tick(n=1))
         await got.wait(1)
         await broker_control.delete_queue(
@@ -84,29 +97,16 @@ async def test_deleted_queue_comes_back_and_keeps_consuming(
 
 
 async def test_broker_restart_is_survived(amqp_events_rabbitmq_vhost_url: str) -> None:
-    got: Collector[int] = Collector()
-    publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
-
-    @conn.event_stream_consumer("Tick")
-    async def on_tick(event: Tick) -> None:
-        got.add(event.n)
-
-    async with (
-        conn,
-        Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=60) as source,
+    async with ticker_and_source(amqp_events_rabbitmq_vhost_url, publish_timeout=60) as (
+        got,
+        publisher,
     ):
-        await conn.start()
-        await source.start(event_stream_publisher(publisher))
         await publisher.publish(Tick(n=1))
         await got.wait(1)
-        await broker_control.stop_broker()
-        try:
+        async with broker_control.outage():
             pending = asyncio.ensure_future(publisher.publish(Tick(n=2)))
             await asyncio.sleep(1)
             assert not pending.done()  # waiting for the broker, not failing
-        finally:
-            await broker_control.start_broker()
         await pending
         assert 2 in await got.wait(2, within=30)
 
@@ -117,8 +117,7 @@ async def test_publishes_during_an_outage_confirm_or_fail_clearly(
     publisher = Publisher(Route(Tick, "Tick"))
     async with Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=3) as source:
         await source.start(event_stream_publisher(publisher))
-        await broker_control.stop_broker()
-        try:
+        async with broker_control.outage():
             results = await asyncio.wait_for(
                 asyncio.gather(
                     *(publisher.publish(Tick(n=n)) for n in range(1000)),
@@ -126,8 +125,6 @@ async def test_publishes_during_an_outage_confirm_or_fail_clearly(
                 ),
                 timeout=20,  # never a hang: each publish ends by its publish_timeout
             )
-        finally:
-            await broker_control.start_broker()
     assert all(isinstance(r, PublishError) for r in results), {type(r) for r in results}
     assert "not confirmed within 3" in str(results[0])
 
@@ -135,26 +132,13 @@ async def test_publishes_during_an_outage_confirm_or_fail_clearly(
 async def test_publishes_during_a_5s_outage_are_confirmed_after_recovery(
     amqp_events_rabbitmq_vhost_url: str,
 ) -> None:
-    got: Collector[int] = Collector()
-    publisher = Publisher(Route(Tick, "Tick"))
-    conn = Connection("ticker", amqp_events_rabbitmq_vhost_url)
-
-    @conn.event_stream_consumer("Tick")
-    async def on_tick(event: Tick) -> None:
-        got.add(event.n)
-
-    async with (
-        conn,
-        Connection("source", amqp_events_rabbitmq_vhost_url, publish_timeout=60) as source,
+    async with ticker_and_source(amqp_events_rabbitmq_vhost_url, publish_timeout=60) as (
+        got,
+        publisher,
     ):
-        await conn.start()
-        await source.start(event_stream_publisher(publisher))
-        await broker_control.stop_broker()
-        try:
+        async with broker_control.outage():
             publishes = asyncio.gather(*(publisher.publish(Tick(n=n)) for n in range(1000)))
             await asyncio.sleep(5)
-        finally:
-            await broker_control.start_broker()
         await asyncio.wait_for(publishes, 60)  # every one confirmed, none failed
         assert set(await got.wait(1000, within=60)) == set(range(1000))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -19,7 +18,7 @@ from amqp_events import (
     service_request_consumer,
     service_response_consumer,
 )
-from amqp_events.testing import VhostView
+from amqp_events.testing import BindingInfo, VhostView
 from tests.helpers import Collector
 
 
@@ -61,7 +60,7 @@ async def test_names_bindings_and_arguments(
             service_publisher("billing", Publisher(Route(Quote, "Quote"))),
             service_response_consumer("billing", "Quote", on_price),
         )
-        queues = {q["name"]: q for q in amqp_events_rabbitmq_admin.queues()}
+        queues = {q.name: q for q in amqp_events_rabbitmq_admin.queues()}
         bindings = amqp_events_rabbitmq_admin.bindings()
     expected_queues = {
         "billing.direct.exchange.request.queue",
@@ -69,27 +68,27 @@ async def test_names_bindings_and_arguments(
     }
     assert expected_queues <= set(queues)
     for name in expected_queues:
-        assert queues[name]["durable"] is True
-        assert queues[name]["auto_delete"] is False
-        assert queues[name]["arguments"] == {"x-expires": 432000000}
+        assert queues[name].durable is True
+        assert queues[name].auto_delete is False
+        assert queues[name].arguments == {"x-expires": 432000000}
 
-    def bound(source: str, queue: str, key: str, arguments: dict[str, Any]) -> bool:
-        return any(
-            b["source"] == source
-            and b["destination"] == queue
-            and b["routing_key"] == key
-            and b["arguments"] == arguments
-            for b in bindings
+    assert (
+        BindingInfo(
+            queue="billing.direct.exchange.request.queue",
+            exchange="billing.direct.exchange.request",
+            routing_key="Quote",
+            arguments={},
         )
-
-    assert bound(
-        "billing.direct.exchange.request", "billing.direct.exchange.request.queue", "Quote", {}
+        in bindings
     ), bindings
-    assert bound(
-        "billing.headers.exchange.response",
-        "billing.headers.exchange.response.queue.shop",
-        "Quote",
-        {"service": "shop"},
+    assert (
+        BindingInfo(
+            queue="billing.headers.exchange.response.queue.shop",
+            exchange="billing.headers.exchange.response",
+            routing_key="Quote",
+            arguments={"service": "shop"},
+        )
+        in bindings
     ), bindings
     await assert_exchange_type(
         amqp_events_rabbitmq_vhost_url,

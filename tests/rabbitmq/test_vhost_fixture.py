@@ -8,7 +8,7 @@ import json
 import aio_pika
 import pytest
 
-from amqp_events.testing import BrokerHandle, VhostView
+from amqp_events.testing import BindingInfo, BrokerHandle, ExchangeInfo, QueueInfo, VhostView
 from amqp_events.testing._management_api import ManagementApiAdmin
 from amqp_events.testing._urls import VHOST_PREFIX
 
@@ -26,29 +26,38 @@ async def test_vhost_url_points_into_a_fresh_vhost(
     connection = await aio_pika.connect(amqp_events_rabbitmq_vhost_url)
     async with connection:
         channel = await connection.channel()
-        await channel.declare_queue("orders", durable=True, arguments={"x-expires": FIVE_DAYS_MS})
+        queue = await channel.declare_queue(
+            "orders", durable=True, arguments={"x-expires": FIVE_DAYS_MS}
+        )
+        await queue.bind(await channel.declare_exchange("events", "topic"), "Order.#")
         # The admin blocks (rabbitmqctl takes ~0.5 s): keep the loop and the connection alive.
         queues = await asyncio.to_thread(amqp_events_rabbitmq_admin.queues)
 
+    assert amqp_events_rabbitmq_admin.vhost == amqp_events_rabbitmq_vhost
     assert queues == [
-        {
-            "name": "orders",
-            "vhost": amqp_events_rabbitmq_vhost,
-            "durable": True,
-            "auto_delete": False,
-            "exclusive": False,
-            "arguments": {"x-expires": FIVE_DAYS_MS},
-        }
+        QueueInfo(
+            name="orders",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={"x-expires": FIVE_DAYS_MS},
+            messages_ready=0,
+            messages_unacknowledged=0,
+            consumers=0,
+        )
     ]
+    # Only explicit bindings: not the default exchange's implicit one to "orders".
     assert amqp_events_rabbitmq_admin.bindings() == [
-        {
-            "source": "",
-            "destination": "orders",
-            "destination_type": "queue",
-            "routing_key": "orders",
-            "arguments": {},
-        }
+        BindingInfo(queue="orders", exchange="events", routing_key="Order.#", arguments={})
     ]
+    assert amqp_events_rabbitmq_admin.exchange("events") == ExchangeInfo(
+        name="events",
+        type="topic",
+        durable=False,
+        auto_delete=False,
+        internal=False,
+        arguments={},
+    )
 
 
 def test_queue_lookup_names_the_queues_there(amqp_events_rabbitmq_admin: VhostView) -> None:

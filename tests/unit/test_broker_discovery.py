@@ -20,9 +20,13 @@ import yarl
 from amqp_events._errors import ConfigurationError
 from amqp_events._url import redact
 from amqp_events.testing import (
+    BindingInfo,
     BrokerHandle,
     BrokerNotFoundError,
+    ExchangeInfo,
+    QueueInfo,
     VhostAdminError,
+    VhostView,
     _broker,
     find_broker,
 )
@@ -504,8 +508,11 @@ def test_management_queues_and_bindings_normalized(management: type[FakeManageme
                 "exclusive": True,
                 "arguments": [],  # how old versions rendered an empty table
                 "messages": 3,
+                "messages_ready": 2,
+                "messages_unacknowledged": 1,
+                "consumers": 1,
             },
-            {
+            {  # not sampled yet: no counters
                 "name": "orders",
                 "vhost": "v/1",
                 "durable": True,
@@ -537,43 +544,94 @@ def test_management_queues_and_bindings_normalized(management: type[FakeManageme
                 "arguments": {},
                 "properties_key": "orders",
             },
+            {
+                "source": "events",
+                "vhost": "v/1",
+                "destination": "audit",
+                "destination_type": "exchange",
+                "routing_key": "#",
+                "arguments": {},
+                "properties_key": "%23",
+            },
+            {
+                "source": "billing",
+                "vhost": "v/1",
+                "destination": "orders",
+                "destination_type": "queue",
+                "routing_key": "",
+                "arguments": {"x-match": "all", "service": "shop"},
+                "properties_key": "~abc",
+            },
         ],
     )
     admin = ManagementApiAdmin.for_url("amqp://127.0.0.1/", management_url=management.url)
 
     assert admin.queues("v/1") == [
-        {
-            "name": "orders",
-            "vhost": "v/1",
-            "durable": True,
-            "auto_delete": False,
-            "exclusive": False,
-            "arguments": {"x-expires": 432000000, "x-list": ["a", 1]},
-        },
-        {
-            "name": "zz",
-            "vhost": "v/1",
-            "durable": False,
-            "auto_delete": True,
-            "exclusive": True,
-            "arguments": {},
-        },
+        QueueInfo(
+            name="orders",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={"x-expires": 432000000, "x-list": ["a", 1]},
+            messages_ready=0,
+            messages_unacknowledged=0,
+            consumers=0,
+        ),
+        QueueInfo(
+            name="zz",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments={},
+            messages_ready=2,
+            messages_unacknowledged=1,
+            consumers=1,
+        ),
     ]
+    # The default exchange's implicit binding and exchange-to-exchange bindings are left out.
     assert admin.bindings("v/1") == [
-        {
-            "source": "",
-            "destination": "orders",
-            "destination_type": "queue",
-            "routing_key": "orders",
-            "arguments": {},
-        },
-        {
-            "source": "events",
-            "destination": "orders",
-            "destination_type": "queue",
-            "routing_key": "Order.#",
-            "arguments": {},
-        },
+        BindingInfo("orders", "billing", "", {"x-match": "all", "service": "shop"}),
+        BindingInfo("orders", "events", "Order.#", {}),
+    ]
+
+
+def test_management_exchanges_normalized(management: type[FakeManagement]) -> None:
+    management.canned[("GET", "/api/exchanges/v%2F1")] = (
+        200,
+        [
+            {
+                "name": "events",
+                "vhost": "v/1",
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {"alternate-exchange": "lost"},
+                "user_who_performed_action": "guest",
+            },
+            {
+                "name": "",
+                "vhost": "v/1",
+                "type": "direct",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": [],
+            },
+        ],
+    )
+    admin = ManagementApiAdmin.for_url("amqp://127.0.0.1/", management_url=management.url)
+
+    assert admin.exchanges("v/1") == [
+        ExchangeInfo("", "direct", durable=True, auto_delete=False, internal=False, arguments={}),
+        ExchangeInfo(
+            "events",
+            "topic",
+            durable=True,
+            auto_delete=False,
+            internal=False,
+            arguments={"alternate-exchange": "lost"},
+        ),
     ]
 
 
@@ -586,24 +644,37 @@ def test_management_answer_that_is_not_json(management: type[FakeManagement]) ->
 
 
 def test_management_unknown_vhost_has_no_queues(management: type[FakeManagement]) -> None:
-    management.canned[("GET", "/api/queues/nope")] = (404, {"error": "Object Not Found"})
+    for kind in ("queues", "exchanges", "bindings"):
+        management.canned[("GET", f"/api/{kind}/nope")] = (404, {"error": "Object Not Found"})
     admin = ManagementApiAdmin.for_url("amqp://127.0.0.1/", management_url=management.url)
 
     assert admin.queues("nope") == []
+    assert admin.exchanges("nope") == []
+    assert admin.bindings("nope") == []
 
 
 # --- rabbitmqctl, with output captured from RabbitMQ 3.10.8 --------------------------------------
 
-# `rabbitmqctl list_queues -p V name durable auto_delete exclusive arguments --formatter json -q`:
+# `rabbitmqctl list_queues -p V name durable auto_delete exclusive arguments messages_ready
+# messages_unacknowledged consumers --formatter json -q`:
 # arguments are [key, type, value] triples; an array is an object keyed by element type,
 # duplicate keys included; a decimal is [scale, unscaled]; void is "undefined".
 LIST_QUEUES = """[
-{"name":"amq.gen-3xjHp9J-ZP9jypHZSVRWgw","durable":false,"auto_delete":false,"exclusive":true,"arguments":[]}
-,{"name":"q-plain","durable":false,"auto_delete":true,"exclusive":false,"arguments":[]}
-,{"name":"q-args","durable":true,"auto_delete":false,"exclusive":false,"arguments":[["x-big","long",1099511627776],["x-dead-letter-exchange","longstr","dlx"],["x-expires","signedint",432000000],["x-flag","bool",true],["x-float","float",1.5],["x-list","array",{"longstr":"a","byte":1}],["x-max-length","byte",5],["x-message-ttl","short",1000],["x-neg","byte",-3],["x-queue-type","longstr","classic"],["x-table","table",[["k","longstr","v"]]]]}
-,{"name":"q-edge","durable":true,"auto_delete":false,"exclusive":false,"arguments":[["x-dec","decimal",[2,125]],["x-empty","array",[]],["x-emptytab","table",[]],["x-nested","array",{"array":{"byte":1,"byte":2},"array":{"byte":3}}],["x-none","void","undefined"],["x-same","array",{"longstr":"a","longstr":"b","longstr":"c"}],["x-tabarr","table",[["a","array",{"byte":1,"longstr":"x"}]]],["x-tables","array",{"table":[["k","byte",1]],"table":[["k","byte",2]]}],["x-ts","timestamp",1704067200],["x-uni","longstr","héllo ✓"]]}
+{"name":"amq.gen-3xjHp9J-ZP9jypHZSVRWgw","durable":false,"auto_delete":false,"exclusive":true,"arguments":[],"messages_ready":0,"messages_unacknowledged":0,"consumers":1}
+,{"name":"q-plain","durable":false,"auto_delete":true,"exclusive":false,"arguments":[],"messages_ready":4,"messages_unacknowledged":2,"consumers":3}
+,{"name":"q-args","durable":true,"auto_delete":false,"exclusive":false,"arguments":[["x-big","long",1099511627776],["x-dead-letter-exchange","longstr","dlx"],["x-expires","signedint",432000000],["x-flag","bool",true],["x-float","float",1.5],["x-list","array",{"longstr":"a","byte":1}],["x-max-length","byte",5],["x-message-ttl","short",1000],["x-neg","byte",-3],["x-queue-type","longstr","classic"],["x-table","table",[["k","longstr","v"]]]],"messages_ready":0,"messages_unacknowledged":0,"consumers":0}
+,{"name":"q-edge","durable":true,"auto_delete":false,"exclusive":false,"arguments":[["x-dec","decimal",[2,125]],["x-empty","array",[]],["x-emptytab","table",[]],["x-nested","array",{"array":{"byte":1,"byte":2},"array":{"byte":3}}],["x-none","void","undefined"],["x-same","array",{"longstr":"a","longstr":"b","longstr":"c"}],["x-tabarr","table",[["a","array",{"byte":1,"longstr":"x"}]]],["x-tables","array",{"table":[["k","byte",1]],"table":[["k","byte",2]]}],["x-ts","timestamp",1704067200],["x-uni","longstr","héllo ✓"]],"messages_ready":0,"messages_unacknowledged":0,"consumers":0}
 ]
 """  # noqa: E501 (verbatim output)
+
+# `rabbitmqctl list_exchanges -p V name type durable auto_delete internal arguments
+# --formatter json -q`, trimmed
+LIST_EXCHANGES = """[
+{"name":"amq.rabbitmq.trace","type":"topic","durable":true,"auto_delete":false,"internal":true,"arguments":[]}
+,{"name":"ex1","type":"headers","durable":false,"auto_delete":true,"internal":false,"arguments":[["alternate-exchange","longstr","lost"]]}
+,{"name":"","type":"direct","durable":true,"auto_delete":false,"internal":false,"arguments":[]}
+]
+"""
 
 # `rabbitmqctl list_bindings -p V source_name destination_name destination_kind routing_key
 # arguments --formatter json -q`
@@ -634,7 +705,7 @@ class ScriptedRabbitmqctl(RabbitmqctlAdmin):
 def test_rabbitmqctl_queues_normalized() -> None:
     ctl = ScriptedRabbitmqctl({"list_queues": (0, LIST_QUEUES)})
 
-    queues = {q["name"]: q for q in ctl.queues("v")}
+    queues = {q.name: q for q in ctl.queues("v")}
 
     assert ctl.calls == [
         (
@@ -647,6 +718,9 @@ def test_rabbitmqctl_queues_normalized() -> None:
                 "auto_delete",
                 "exclusive",
                 "arguments",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
                 "--formatter",
                 "json",
                 "--quiet",
@@ -655,16 +729,18 @@ def test_rabbitmqctl_queues_normalized() -> None:
         )
     ]
     assert list(queues) == sorted(queues)
-    assert queues["q-plain"] == {
-        "name": "q-plain",
-        "vhost": "v",
-        "durable": False,
-        "auto_delete": True,
-        "exclusive": False,
-        "arguments": {},
-    }
-    assert queues["amq.gen-3xjHp9J-ZP9jypHZSVRWgw"]["exclusive"] is True
-    assert queues["q-args"]["arguments"] == {
+    assert queues["q-plain"] == QueueInfo(
+        name="q-plain",
+        durable=False,
+        exclusive=False,
+        auto_delete=True,
+        arguments={},
+        messages_ready=4,
+        messages_unacknowledged=2,
+        consumers=3,
+    )
+    assert queues["amq.gen-3xjHp9J-ZP9jypHZSVRWgw"].exclusive is True
+    assert queues["q-args"].arguments == {
         "x-big": 1099511627776,
         "x-dead-letter-exchange": "dlx",
         "x-expires": 432000000,
@@ -677,7 +753,7 @@ def test_rabbitmqctl_queues_normalized() -> None:
         "x-queue-type": "classic",
         "x-table": {"k": "v"},
     }
-    assert queues["q-edge"]["arguments"] == {
+    assert queues["q-edge"].arguments == {
         "x-dec": Decimal("1.25"),
         "x-empty": [],
         "x-emptytab": {},
@@ -694,28 +770,55 @@ def test_rabbitmqctl_queues_normalized() -> None:
 def test_rabbitmqctl_bindings_normalized() -> None:
     ctl = ScriptedRabbitmqctl({"list_bindings": (0, LIST_BINDINGS)})
 
-    assert ctl.bindings("v") == [
+    # The default exchange's implicit binding and the exchange-to-exchange one are left out.
+    assert ctl.bindings("v") == [BindingInfo("q-args", "ex1", "a.*", {"n": 3, "x-match": "all"})]
+
+
+def test_vhost_view_looks_up_and_filters() -> None:
+    ctl = ScriptedRabbitmqctl(
         {
-            "source": "",
-            "destination": "q-args",
-            "destination_type": "queue",
-            "routing_key": "q-args",
-            "arguments": {},
-        },
-        {
-            "source": "ex1",
-            "destination": "ex2",
-            "destination_type": "exchange",
-            "routing_key": "c",
-            "arguments": {},
-        },
-        {
-            "source": "ex1",
-            "destination": "q-args",
-            "destination_type": "queue",
-            "routing_key": "a.*",
-            "arguments": {"n": 3, "x-match": "all"},
-        },
+            "list_queues": (0, LIST_QUEUES),
+            "list_exchanges": (0, LIST_EXCHANGES),
+            "list_bindings": (0, LIST_BINDINGS),
+        }
+    )
+    view = VhostView(ctl, "v", "amqp://127.0.0.1/v")
+
+    assert view.queue("q-plain").messages == 6
+    assert view.exchange("ex1").type == "headers"
+    assert view.bindings("q-args") == view.bindings() != []
+    assert view.bindings("q-plain") == []
+    with pytest.raises(LookupError, match=r"no exchange 'nope' in vhost 'v' \(exchanges: '', "):
+        view.exchange("nope")
+    with pytest.raises(LookupError, match=r"no queue 'nope' in vhost 'v' \(queues: 'amq.gen-"):
+        view.queue("nope")
+
+
+def test_rabbitmqctl_exchanges_normalized() -> None:
+    ctl = ScriptedRabbitmqctl({"list_exchanges": (0, LIST_EXCHANGES)})
+
+    exchanges = ctl.exchanges("v")
+
+    [(args, _)] = ctl.calls
+    assert args[:3] == ("list_exchanges", "-p", "v")
+    assert exchanges == [
+        ExchangeInfo("", "direct", durable=True, auto_delete=False, internal=False, arguments={}),
+        ExchangeInfo(
+            "amq.rabbitmq.trace",
+            "topic",
+            durable=True,
+            auto_delete=False,
+            internal=True,
+            arguments={},
+        ),
+        ExchangeInfo(
+            "ex1",
+            "headers",
+            durable=False,
+            auto_delete=True,
+            internal=False,
+            arguments={"alternate-exchange": "lost"},
+        ),
     ]
 
 

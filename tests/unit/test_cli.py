@@ -35,7 +35,22 @@ def test_version_option_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.strip() == f"amqp-events {amqp_events.__version__}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["demo", "--help"],
+        ["run", "--help"],
+        ["topology", "--help"],
+        ["asyncapi", "--help"],
+        ["check", "--help"],
+        ["dlq", "--help"],
+        ["dlq", "list", "--help"],
+        ["dlq", "show", "--help"],
+        ["dlq", "replay", "--help"],
+        ["dlq", "purge", "--help"],
+    ],
+)
 def test_help_is_plain_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(argv, capsys)
     assert code == 0
@@ -62,6 +77,12 @@ def test_demo_with_no_orders_is_a_run_that_sends_nothing(
         (["demo", "--orders", "three"], "--orders: must be a whole number, got 'three'"),
         (["demo", "--url", "http://b"], "--url: broker URL 'http://b' has unknown scheme"),
         (["demo", "--color"], "unrecognized arguments: --color"),
+        (["topology"], "the following arguments are required: APP"),
+        (["topology", "m:a", "--format", "svg"], "invalid choice: 'svg'"),
+        (["dlq", "list"], "the following arguments are required: QUEUE"),
+        (["dlq", "list", "q", "--limit", "0"], "--limit: must be 1 or more, got 0"),
+        (["dlq", "replay", "q", "--to", "everywhere"], "invalid choice: 'everywhere'"),
+        (["run", "m:a", "--workers", "two"], "--workers: must be a whole number, got 'two'"),
     ],
 )
 def test_bad_input_is_refused_naming_it(
@@ -82,3 +103,21 @@ def test_a_bad_amqp_url_is_reported_as_coming_from_the_environment(
     assert out == ""
     assert "AMQP_URL: " in err
     assert "secret" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "tests.cli.apps.ledger:make_ledger"],
+        ["dlq", "list", "some-queue"],
+    ],
+)
+def test_broker_commands_need_a_url(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert "no broker: pass --url amqp://user:password@host/vhost" in err
+    assert err.count("\n") == 1

@@ -11,7 +11,16 @@ from typing import Any
 from amqp_events.testing._broker import DEFAULT_CONTAINER_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV_TOOLS = {"ruff", "mypy", "hypothesis"}
+DEV_TOOLS = {
+    "ruff",
+    "mypy",
+    "hypothesis",
+    "jsonschema",
+    "pyyaml",
+    "types-jsonschema",
+    "types-pyyaml",
+    "watchfiles",
+}
 
 
 def pyproject() -> dict[str, Any]:

@@ -21,6 +21,10 @@ DOCUMENTED = {
     # The types the fixtures hand a test.
     "ConnectionFactory",
     "VhostView",
+    # What a queue, an exchange, a binding looks like, on both brokers.
+    "QueueInfo",
+    "ExchangeInfo",
+    "BindingInfo",
     # A RabbitMQ for tests outside pytest.
     "find_broker",
     "BrokerHandle",

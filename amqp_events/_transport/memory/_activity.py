@@ -13,12 +13,14 @@ log = logging.getLogger(__name__)
 
 class Activity:
     """The consumer callback tasks of a broker named ``name``, and the waiters woken on every
-    change of its state (``wake``) to check whether it is idle."""
+    change of its state (``wake``) to check whether it is idle; ``on_wake`` is called too (a
+    virtual clock's ``poke``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, on_wake: Callable[[], None] | None = None) -> None:
         self.name = name
         self.tasks: set[asyncio.Future[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        self._on_wake = on_wake
 
     def track(self, task: asyncio.Future[None]) -> None:
         """Keep a consumer callback's task until it is done."""
@@ -39,6 +41,8 @@ class Activity:
 
     def wake(self) -> None:
         """Let waiters check again: something changed."""
+        if self._on_wake is not None:
+            self._on_wake()
         waiters = self._waiters
         if waiters:
             for waiter in waiters:

@@ -14,6 +14,7 @@ from ..._errors import BrokerConnectionError, ConfigurationError
 from ..._topology import BindingSpec, ExchangeSpec, ExchangeType, QueueSpec
 from .._base import OutgoingProperties
 from .._wire import FRAME_MAX_DEFAULT, MAX_MESSAGE_SIZE_DEFAULT
+from ._clock import VirtualClock
 from ._connection import Channel, MemoryConnection, channel_of
 from ._content import check_limits
 from ._info import BindingInfo, ExchangeInfo, MessageProperties, MessageSnapshot, QueueInfo
@@ -31,15 +32,22 @@ def broker_for_url(url: str) -> MemoryBroker:
 
     ``memory://`` and ``memory:///`` name the process-wide default broker (``"default"``);
     ``memory://orders`` names the broker ``"orders"``, the same one ``MemoryBroker("orders")``
-    created if it is still alive.
+    created if it is still alive. ``memory://orders?virtual_time=1`` creates it with virtual
+    time (see ``MemoryBroker``); a broker found in the other mode is a ``ConfigurationError``.
     """
-    name = parse_memory_url(url)
+    name, virtual_time = parse_memory_url(url)
     broker = by_url.get(name) or registry.get(name)
     if broker is None:
-        broker = MemoryBroker(name)
+        broker = MemoryBroker(name, virtual_time=bool(virtual_time))
         # Created from a URL, nobody else holds it: keep it so the next connection finds it.
         # A broker found alive in the registry is kept alive by whoever created it.
         by_url[name] = broker
+    elif virtual_time is not None and virtual_time != broker.virtual_time:
+        mode = "virtual" if broker.virtual_time else "real"
+        raise ConfigurationError(
+            f"{url!r} asks for virtual_time={int(virtual_time)}, but memory broker {name!r} "
+            f"already runs on {mode} time; drop the query to reach it as it is"
+        )
     return broker
 
 
@@ -58,11 +66,16 @@ class MemoryBroker:
         *,
         frame_max: int = FRAME_MAX_DEFAULT,
         max_message_size: int = MAX_MESSAGE_SIZE_DEFAULT,
+        virtual_time: bool = False,
     ) -> None:
         """Create a broker registered under ``name`` (generated when None); see ``url``.
 
         ``frame_max`` is what connections negotiate (a content header frame must fit in it)
         and ``max_message_size`` the largest body accepted, RabbitMQ's defaults unless given.
+
+        ``virtual_time=True`` (for tests): whenever it is idle (as ``wait_until_idle`` says),
+        its clock jumps to the next message expiry, so TTLs and retry delays pass at once, in
+        deadline order. ``x-expires`` and ``x-death`` read that clock too (docs/testing.md).
         """
         check_limits(frame_max, max_message_size)
         if name is None:
@@ -76,12 +89,13 @@ class MemoryBroker:
         self._frame_max = frame_max
         self._max_message_size = max_message_size
         registry[name] = self
-        self._vhost = Vhost(name)
+        self._vhost = Vhost(name, virtual_time=virtual_time)
         self._connection_ids = itertools.count(1)
         self._stopped = False
 
     def __repr__(self) -> str:
-        return f"<MemoryBroker {self._name!r}: {len(self._vhost.queues)} queues>"
+        virtual = ", virtual time" if self.virtual_time else ""
+        return f"<MemoryBroker {self._name!r}: {len(self._vhost.queues)} queues{virtual}>"
 
     @property
     def name(self) -> str:
@@ -97,6 +111,17 @@ class MemoryBroker:
     def max_message_size(self) -> int:
         """The largest body it accepts, in bytes (RabbitMQ 3.10's default: 134217728)."""
         return self._max_message_size
+
+    @property
+    def virtual_time(self) -> bool:
+        """Whether its clock skips ahead to the next message expiry while it is idle."""
+        return self._vhost.clock.virtual
+
+    @property
+    def time_skipped(self) -> float:
+        """Seconds its virtual clock has jumped ahead of real time so far (0.0 in real time)."""
+        clock = self._vhost.clock
+        return clock.skipped if isinstance(clock, VirtualClock) else 0.0
 
     @property
     def url(self) -> str:
@@ -366,6 +391,7 @@ class MemoryBroker:
     # A timeout parameter, not asyncio.timeout around the call: the error says what is busy.
     async def wait_until_idle(self, timeout: float = 5.0) -> None:
         """Return once no consumer callback runs, no delivery is unacked and no queue that has
-        consumers holds ready messages; raise ``TimeoutError`` after ``timeout`` seconds.
+        consumers holds ready messages (on virtual time: and no message waits to expire);
+        raise ``TimeoutError`` after ``timeout`` seconds.
         """
         await self._vhost.wait_until_idle(timeout)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 from ..._errors import BrokerConnectionError, ConfigurationError
 from ..._topology import DeliveryCallback
 from . import _refusals as refusals
-from ._consumers import Consumer, attach, detach, settled
+from ._consumers import Consumer
 from ._dead_letters import dead_letter
 
 if TYPE_CHECKING:
@@ -208,8 +208,7 @@ class Channel:
         tag = f"amq.ctag-{next(self.vhost.consumer_ids)}"
         consumer = Consumer(tag, q, self, callback, prefetch, exclusive)
         self._consumers[tag] = consumer
-        attach(consumer)
-        q.disarm_expiry()
+        q.add_consumer(consumer)
         q.dispatch()
         q.expire_head()
         return tag
@@ -218,8 +217,8 @@ class Channel:
         consumer = self._consumers.pop(tag, None)
         if consumer is None:
             return  # RabbitMQ answers cancel-ok for unknown tags too
-        detach(consumer)
         q = consumer.queue
+        q.remove_consumer(consumer)
         self.vhost.after_consumer_left(q)
         if q.single_active and not q.deleted:
             # The next consumer takes over at once. (RabbitMQ 3.10 only activates it: it
@@ -233,8 +232,7 @@ class Channel:
         if entry is None:
             raise refusals.unknown_delivery_tag(tag)
         q, _message, consumer = entry
-        settled(consumer)
-        q.settled()
+        q.settled(consumer)
         return entry
 
     def ack(self, tag: int) -> None:
@@ -266,12 +264,11 @@ class Channel:
         self._consumers.clear()
         # Detach consumers before requeueing so nothing is redelivered to this connection.
         for consumer in consumers:
-            detach(consumer)
+            consumer.queue.remove_consumer(consumer)
         unacked, self._unacked = self._unacked, {}
         touched: dict[Queue, None] = {}
         for q, message, consumer in unacked.values():
-            settled(consumer)
-            q.settled()
+            q.settled(consumer)
             if not q.deleted:
                 q.requeue(message)
                 touched[q] = None

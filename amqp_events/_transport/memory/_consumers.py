@@ -1,9 +1,12 @@
 """Consumers of a queue: who is served next (round robin, or the single active consumer),
-prefetch limits, and handing a message over in a task of its own."""
+prefetch limits, and handing a message over in a task of its own. A queue keeps its consumers
+in a ``Consumers``, which alone changes them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..._topology import DeliveryCallback
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
     from ._queues import Queue
     from ._vhost import Vhost
 
-__all__ = ["Consumer", "attach", "deliver", "detach", "next_consumer", "settled"]
+__all__ = ["Consumer", "Consumers", "deliver"]
 
 
 class Consumer:
@@ -48,8 +51,8 @@ class Consumer:
         self.prefetch = prefetch
         self.exclusive = exclusive
         self.unacked = 0
-        # Found at its prefetch limit when its turn came: out of the queue's round robin
-        # until a settlement makes room, then back at its tail (RabbitMQ's blocked consumers).
+        # Found at its prefetch limit when its turn came: out of its queue's round robin
+        # until a settlement makes room, then back at its tail (see Consumers).
         self.blocked = False
 
     @property
@@ -58,53 +61,79 @@ class Consumer:
         return self.prefetch == 0 or self.unacked < self.prefetch
 
 
-def attach(consumer: Consumer) -> None:
-    """Add a new consumer to its queue, at the tail of the round robin."""
-    q = consumer.queue
-    q.consumers.append(consumer)
-    q.active.append(consumer)
-    q.had_consumer = True
+class Consumers:
+    """The consumers of one queue, in the order they started, and its round robin: the head
+    is served next and goes to the tail once served.
 
-
-def detach(consumer: Consumer) -> None:
-    """Take a consumer off its queue: no more deliveries."""
-    q = consumer.queue
-    q.consumers.remove(consumer)
-    if consumer.blocked:
-        consumer.blocked = False
-    else:
-        q.active.remove(consumer)
-
-
-def next_consumer(q: Queue) -> Consumer | None:
-    """The consumer to serve next, moved to the tail of the round robin; None if every
-    consumer is at its prefetch limit.
-
-    As RabbitMQ's classic queues: a consumer found at its limit when its turn comes leaves
-    the round robin (blocked), and rejoins it at the tail when a settlement makes room,
+    As RabbitMQ's classic queues: a consumer found at its prefetch limit when its turn comes
+    leaves the round robin (blocked), and rejoins it at the tail when a settlement makes room,
     so it does not get the next message ahead of those that kept their turn. With
-    ``x-single-active-consumer``, the earliest consumer still there is the only one served.
+    ``x-single-active-consumer`` (``single_active``), the earliest consumer still there is the
+    only one served.
     """
-    if q.single_active:
-        holder = q.consumers[0] if q.consumers else None
-        return holder if holder is not None and holder.has_room else None
-    active = q.active
-    while active:
-        consumer = active.popleft()
-        if consumer.has_room:
-            active.append(consumer)
-            return consumer
-        consumer.blocked = True
-    return None
 
+    __slots__ = ("_active", "_all", "had_any", "single_active")
 
-def settled(consumer: Consumer) -> None:
-    """Count one of its deliveries settled; a blocked consumer with room rejoins the round
-    robin at its tail. (Only a consumer still on its queue is blocked: ``detach`` clears it.)"""
-    consumer.unacked -= 1
-    if consumer.blocked and consumer.has_room:
-        consumer.blocked = False
-        consumer.queue.active.append(consumer)
+    def __init__(self, *, single_active: bool) -> None:
+        self.single_active = single_active
+        self._all: list[Consumer] = []
+        self._active: deque[Consumer] = deque()
+        self.had_any = False  # for auto-delete: a queue goes with its last consumer only
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __bool__(self) -> bool:
+        return bool(self._all)
+
+    def __iter__(self) -> Iterator[Consumer]:
+        return iter(self._all)
+
+    def add(self, consumer: Consumer) -> None:
+        """A new consumer, at the tail of the round robin."""
+        self._all.append(consumer)
+        self._active.append(consumer)
+        self.had_any = True
+
+    def remove(self, consumer: Consumer) -> None:
+        """Take ``consumer`` off: no more deliveries to it."""
+        self._all.remove(consumer)
+        if consumer.blocked:
+            consumer.blocked = False
+        else:
+            self._active.remove(consumer)
+
+    def clear(self) -> list[Consumer]:
+        """Take every consumer off (the queue was deleted); return them."""
+        consumers, self._all = self._all, []
+        for consumer in consumers:
+            consumer.blocked = False
+        self._active.clear()
+        return consumers
+
+    def next(self) -> Consumer | None:
+        """The consumer to serve next, moved to the tail of the round robin; None if every
+        consumer is at its prefetch limit."""
+        if self.single_active:
+            holder = self._all[0] if self._all else None
+            return holder if holder is not None and holder.has_room else None
+        active = self._active
+        while active:
+            consumer = active.popleft()
+            if consumer.has_room:
+                active.append(consumer)
+                return consumer
+            consumer.blocked = True
+        return None
+
+    def settled(self, consumer: Consumer) -> None:
+        """Count one of ``consumer``'s deliveries settled; blocked with room, it rejoins the
+        round robin at its tail. (Only a consumer still here is blocked: ``remove`` and
+        ``clear`` unblock it.)"""
+        consumer.unacked -= 1
+        if consumer.blocked and consumer.has_room:
+            consumer.blocked = False
+            self._active.append(consumer)
 
 
 def deliver(
@@ -114,11 +143,11 @@ def deliver(
     consumer: Consumer,
     message: Message,
 ) -> None:
-    """Hand ``message`` to ``consumer``: unsettled on its connection, its callback a task."""
+    """Hand ``message`` from ``q`` to ``consumer``: unsettled on its connection, its callback
+    a task."""
     conn = consumer.connection
     tag = conn.add_delivery(q, message, consumer)
     consumer.unacked += 1
-    q.unacked += 1
     delivery = MemoryDelivery(conn, tag, message)
     # Its own task, as aiormq does: a callback never runs inside publish or ack.
     task = asyncio.ensure_future(consumer.callback(delivery), loop=loop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._exchanges import cc_keys, route
@@ -37,7 +37,7 @@ def dead_letter(vhost: Vhost, q: Queue, message: Message, reason: str) -> None:
         )
         return
     headers = dict(message.headers)
-    record_death(headers, message, q.name, reason)
+    record_death(headers, message, q.name, reason, vhost.clock.wall())
     if q.dlrk is not None:
         keys: tuple[str, ...] = (q.dlrk,)
         headers.pop("CC", None)
@@ -66,8 +66,11 @@ def dead_letter(vhost: Vhost, q: Queue, message: Message, reason: str) -> None:
         first = False
 
 
-def record_death(headers: dict[str, Any], message: Message, queue: str, reason: str) -> None:
-    """Update ``x-death`` (and the ``x-first-death-*`` headers) the way RabbitMQ 3.10 does."""
+def record_death(
+    headers: dict[str, Any], message: Message, queue: str, reason: str, now: datetime
+) -> None:
+    """Update ``x-death`` (and the ``x-first-death-*`` headers) the way RabbitMQ 3.10 does;
+    ``now`` is the broker clock's wall-clock time."""
     entry: dict[str, Any] = {
         "count": 1,
         "exchange": message.exchange,
@@ -75,7 +78,7 @@ def record_death(headers: dict[str, Any], message: Message, queue: str, reason: 
         "reason": reason,
         # The publish key plus the CC keys still in the headers (BCC was stripped on publish).
         "routing-keys": [message.routing_keys[0], *cc_keys(headers)],
-        "time": datetime.now(UTC).replace(microsecond=0),  # AMQP timestamps are seconds
+        "time": now.replace(microsecond=0),  # AMQP timestamps are seconds
     }
     if message.expiration is not None:
         entry["original-expiration"] = str(message.expiration)  # a shortstr property on the wire

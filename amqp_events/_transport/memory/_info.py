@@ -1,5 +1,6 @@
-"""The public snapshots of the memory broker's state: messages, queues, exchanges and
-bindings."""
+"""The public snapshots of a broker's state: the memory broker's messages, and queues, exchanges
+and bindings in one shape for both brokers (``MemoryBroker`` and ``amqp_events.testing.VhostView``,
+which exports them)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,20 @@ class MessageSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
-    """A queue's settings and counters, as ``rabbitmqctl list_queues`` shows them."""
+    """A queue's settings and counters, one shape on both brokers: what
+    ``MemoryBroker.queue_info(name)`` returns, and ``VhostView.queue(name)`` and ``queues()``
+    (``amqp_events.testing``) on RabbitMQ, so that the two compare equal for the same queue.
+
+    The fields mean what ``rabbitmqctl list_queues`` columns of the same names mean: ``arguments``
+    holds the ``x-`` arguments it was declared with (``{}`` when none), ``messages_ready`` and
+    ``messages_unacknowledged`` count messages waiting and delivered but not yet settled,
+    ``consumers`` the consumers attached.
+
+    Both brokers report every field; none is ever ``None``. One caveat: when ``VhostView`` has to
+    use the management API rather than ``rabbitmqctl``, the three counters are the broker's
+    statistics, sampled every ``collect_statistics_interval`` (5 s by default): they lag, and
+    read 0 for a queue not yet sampled. ``rabbitmqctl`` and the memory broker count live.
+    """
 
     name: str
     durable: bool
@@ -55,7 +69,13 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeInfo:
-    """An exchange's settings, as ``rabbitmqctl list_exchanges`` shows them."""
+    """An exchange's settings, one shape on both brokers: what ``MemoryBroker.exchange_info(name)``
+    and ``VhostView.exchange(name)`` return (``type`` is ``"direct"``, ``"topic"``, ``"fanout"``
+    or ``"headers"``; the default exchange is called ``""``).
+
+    The fields mean what ``rabbitmqctl list_exchanges`` columns of the same names mean. Both
+    brokers report every field; none is ever ``None``.
+    """
 
     name: str
     type: str
@@ -67,8 +87,15 @@ class ExchangeInfo:
 
 @dataclass(frozen=True, slots=True)
 class BindingInfo:
-    """A binding of a queue to an exchange, as ``rabbitmqctl list_bindings`` shows it
-    (``arguments`` matter for a headers exchange)."""
+    """A binding of ``queue`` to ``exchange``, one shape on both brokers: what
+    ``MemoryBroker.bindings()`` and ``VhostView.bindings()`` list (``arguments`` matter for a
+    headers exchange: ``{}`` when none).
+
+    Only explicit queue bindings are listed, on both brokers: not the implicit binding of every
+    queue to the default exchange ``""`` (RabbitMQ lists it, the memory broker has none to list),
+    nor RabbitMQ's exchange-to-exchange bindings (the memory broker has no such thing). Both
+    brokers report every field; none is ever ``None``.
+    """
 
     queue: str
     exchange: str

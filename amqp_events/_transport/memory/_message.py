@@ -58,7 +58,7 @@ class Message:
         # Times a quorum queue got it back (requeued, or its consumer went away): delivered
         # as the x-delivery-count header. Classic queues do not count.
         self.delivery_count = 0
-        self.expires_at: float | None = None  # time.monotonic() deadline in its queue
+        self.expires_at: float | None = None  # deadline in its queue, on the broker's clock
         self.seq = 0  # position in its queue, so a requeue goes back where it was
 
     def with_headers(self, headers: dict[str, Any]) -> Message:

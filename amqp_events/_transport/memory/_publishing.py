@@ -90,6 +90,6 @@ def publish(
     if refused is not None:
         raise PublishError(
             f"message to exchange {exchange!r} with routing key {routing_key!r} was nacked: "
-            f"queue {refused.name!r} is full ({refused.limits()}, x-overflow {refused.overflow})"
+            f"queue {refused.name!r} is full ({refused.limits_text()})"
         )
     return len(queues)

@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..._topology import QueueSpec
-from ._consumers import Consumer, deliver, next_consumer
+from ._clock import Timer, running_loop
+from ._consumers import Consumer, Consumers, deliver
 from ._dead_letters import dead_letter
 from ._info import MessageSnapshot, QueueInfo
+from ._limits import length_limits, ready_bytes
 from ._message import Message
 
 if TYPE_CHECKING:
@@ -22,16 +23,9 @@ if TYPE_CHECKING:
     from ._exchanges import BindKey
     from ._vhost import Vhost
 
-__all__ = ["Queue", "running_loop"]
+__all__ = ["Queue"]
 
 log = logging.getLogger(__name__)
-
-
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _seq_of(message: Message) -> int:
@@ -42,7 +36,6 @@ class Queue:
     """A queue of a ``MemoryBroker``: its settings, ready messages, consumers and timers."""
 
     __slots__ = (
-        "active",
         "arguments",
         "auto_delete",
         "bindings",
@@ -55,17 +48,13 @@ class Queue:
         "exclusive",
         "expires",
         "expiry_timer",
-        "had_consumer",
-        "max_bytes",
-        "max_length",
+        "limits",
         "message_ttl",
         "name",
         "next_seq",
-        "overflow",
         "owner",
         "quorum",
         "ready",
-        "rejecting",
         "single_active",
         "ttl_loop",
         "ttl_timer",
@@ -93,29 +82,23 @@ class Queue:
         self.expires: int | None = args.get("x-expires")
         self.dlx: str | None = args.get("x-dead-letter-exchange")
         self.dlrk: str | None = args.get("x-dead-letter-routing-key")
-        self.max_length: int | None = args.get("x-max-length")
-        self.max_bytes: int | None = args.get("x-max-length-bytes")  # bodies of ready messages
-        self.overflow: str = args.get("x-overflow", "drop-head")
         # x-single-active-consumer: only the earliest consumer still there gets messages.
         self.single_active = args.get("x-single-active-consumer") is True
         # A quorum queue: requeued messages go to the back, counted (x-delivery-count,
         # x-delivery-limit); reject-publish lets it go one over its limit.
         self.quorum = args.get("x-queue-type") == "quorum"
         self.delivery_limit: int | None = args.get("x-delivery-limit") if self.quorum else None
-        self.rejecting = False  # a full quorum queue refusing publishes (reject-publish)
+        self.limits = length_limits(args, quorum=self.quorum)  # None: no length limit
         self.ready: deque[Message] = deque()
-        self.consumers: list[Consumer] = []  # in the order they started
-        # The round robin: the head is served next and goes to the tail once served.
-        self.active: deque[Consumer] = deque()
+        self.consumers = Consumers(single_active=self.single_active)
         self.unacked = 0
-        self.had_consumer = False
         self.next_seq = 0
         self.bindings: set[tuple[str, BindKey]] = set()
         self.deleted = False
-        self.ttl_timer: asyncio.TimerHandle | None = None
+        self.ttl_timer: Timer | None = None
         self.ttl_when = 0.0
         self.ttl_loop: asyncio.AbstractEventLoop | None = None
-        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.expiry_timer: Timer | None = None
 
     def info(self) -> QueueInfo:
         return QueueInfo(
@@ -154,11 +137,7 @@ class Queue:
         self.deleted = True
         bindings = list(self.bindings)
         self.bindings.clear()
-        consumers = list(self.consumers)
-        for consumer in consumers:
-            consumer.blocked = False
-        self.consumers.clear()
-        self.active.clear()
+        consumers = self.consumers.clear()
         self.cancel_timers()
         count = len(self.ready)
         self.ready.clear()
@@ -175,8 +154,23 @@ class Queue:
         else:
             self.bindings = {(xn, k) for xn, k in self.bindings if xn != exchange}
 
-    def settled(self) -> None:
-        """Count one unsettled delivery settled (nothing once deleted)."""
+    @property
+    def had_consumer(self) -> bool:
+        """Whether it ever had a consumer (an auto-delete queue goes with its last one)."""
+        return self.consumers.had_any
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Start serving ``consumer`` (at the tail of the round robin); stop ``x-expires``."""
+        self.consumers.add(consumer)
+        self.disarm_expiry()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        """Stop serving ``consumer``; its unsettled deliveries can still be settled."""
+        self.consumers.remove(consumer)
+
+    def settled(self, consumer: Consumer) -> None:
+        """Count one delivery to ``consumer`` settled (for the queue: nothing once deleted)."""
+        self.consumers.settled(consumer)
         if not self.deleted:
             self.unacked -= 1
 
@@ -206,9 +200,9 @@ class Queue:
     def enqueue(self, message: Message) -> bool:
         """Take a routed message; False when a full reject-publish queue refused it."""
         ready = self.ready
-        limited = self.max_length is not None or self.max_bytes is not None
-        if limited and self.overflow != "drop-head" and self._refuses(message):
-            if self.overflow == "reject-publish-dlx":
+        limits = self.limits
+        if limits is not None and limits.refuses(ready, message):
+            if limits.overflow == "reject-publish-dlx":
                 dead_letter(self.vhost, self, message, "maxlen")
             return False
         ttl = self.message_ttl
@@ -216,7 +210,7 @@ class Queue:
         if expiration is not None and (ttl is None or expiration < ttl):
             ttl = expiration
         if ttl is not None:
-            message.expires_at = time.monotonic() + ttl / 1000
+            message.expires_at = self.vhost.clock.now() + ttl / 1000
         message.seq = self.next_seq
         self.next_seq += 1
         if not ready and self.consumers:
@@ -224,14 +218,13 @@ class Queue:
             # TTL could drop it: RabbitMQ's deliver-or-enqueue. (With ready messages, every
             # consumer is already at its prefetch limit.)
             loop = running_loop()
-            consumer = next_consumer(self) if loop is not None else None
+            consumer = self.consumers.next() if loop is not None else None
             if loop is not None and consumer is not None:
-                deliver(self.vhost, loop, self, consumer, message)
+                self._deliver(loop, consumer, message)
                 return True
         ready.append(message)
-        if limited:
-            if self.quorum and self.overflow != "drop-head" and self._over_limit():
-                self.rejecting = True
+        if limits is not None:
+            limits.took(ready)
             self.drop_head()
         if ready and ready[0].expires_at is not None:
             self.expire_head()
@@ -251,16 +244,22 @@ class Queue:
             message = ready[0]
             if message.expires_at is not None:
                 if now is None:
-                    now = time.monotonic()
+                    now = self.vhost.clock.now()
                 if message.expires_at <= now:
                     ready.popleft()
                     dead_letter(self.vhost, self, message, "expired")
                     continue
-            consumer = next_consumer(self)
+            consumer = consumers.next()
             if consumer is None:
                 return  # every consumer is at its prefetch limit
             ready.popleft()
-            deliver(self.vhost, loop, self, consumer, message)
+            self._deliver(loop, consumer, message)
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, consumer: Consumer, message: Message
+    ) -> None:
+        self.unacked += 1
+        deliver(self.vhost, loop, self, consumer, message)
 
     def requeue(self, message: Message) -> None:
         """Put ``message`` back where it was (usually the head), marked redelivered.
@@ -293,69 +292,25 @@ class Queue:
 
     # -- length limits -------------------------------------------------------------------------
 
-    def _refuses(self, message: Message) -> bool:
-        """Whether a full reject-publish queue refuses ``message``.
-
-        A classic queue refuses a message that would take it over its limit. A quorum queue
-        takes it, and refuses what comes once it is over the limit, until it is back at 80%
-        of it (RabbitMQ 3.10's rabbit_fifo soft limit).
-        """
-        if not self.quorum:
-            return self._would_overflow(message)
-        if self.rejecting and self._below_soft_limit():
-            self.rejecting = False
-        return self.rejecting
-
     def drop_head(self) -> None:
         """Dead-letter (or drop) messages from the head of a ``drop-head`` queue while it is
         over ``x-max-length`` or ``x-max-length-bytes``: after a publish, and after a requeue,
         which can push a queue over its limit too (then the requeued message may be the one
         that goes)."""
-        if self.overflow != "drop-head":
-            return
-        max_length, max_bytes = self.max_length, self.max_bytes
-        if max_length is None and max_bytes is None:
+        limits = self.limits
+        if limits is None or not limits.drop_head:
             return
         ready = self.ready
-        size = self._ready_bytes() if max_bytes is not None else 0
+        size = ready_bytes(ready) if limits.max_bytes is not None else 0
         # Dead-lettering never comes back to this queue: that would be a cycle, which is dropped.
-        while ready and (
-            (max_length is not None and len(ready) > max_length)
-            or (max_bytes is not None and size > max_bytes)
-        ):
+        while ready and limits.over(ready, size):
             message = ready.popleft()
             size -= len(message.body)
             dead_letter(self.vhost, self, message, "maxlen")
 
-    def _ready_bytes(self) -> int:
-        """The body bytes of the ready messages: what ``x-max-length-bytes`` bounds."""
-        return sum(len(message.body) for message in self.ready)
-
-    def _would_overflow(self, message: Message) -> bool:
-        if self.max_length is not None and len(self.ready) + 1 > self.max_length:
-            return True
-        return (
-            self.max_bytes is not None and self._ready_bytes() + len(message.body) > self.max_bytes
-        )
-
-    def _over_limit(self) -> bool:
-        if self.max_length is not None and len(self.ready) > self.max_length:
-            return True
-        return self.max_bytes is not None and self._ready_bytes() > self.max_bytes
-
-    def _below_soft_limit(self) -> bool:
-        if self.max_length is not None and len(self.ready) > int(self.max_length * 0.8):
-            return False
-        return self.max_bytes is None or self._ready_bytes() <= int(self.max_bytes * 0.8)
-
-    def limits(self) -> str:
-        """Its length limits, for messages."""
-        limits = []
-        if self.max_length is not None:
-            limits.append(f"x-max-length {self.max_length}")
-        if self.max_bytes is not None:
-            limits.append(f"x-max-length-bytes {self.max_bytes}")
-        return ", ".join(limits)
+    def limits_text(self) -> str:
+        """Its length limits and overflow, for messages."""
+        return "" if self.limits is None else self.limits.describe()
 
     # -- message TTL ---------------------------------------------------------------------------
 
@@ -368,7 +323,7 @@ class Queue:
         ready = self.ready
         if not ready or ready[0].expires_at is None:
             return
-        now = time.monotonic()
+        now = self.vhost.clock.now()
         while ready:
             expires_at = ready[0].expires_at
             if expires_at is None:
@@ -389,7 +344,7 @@ class Queue:
             timer.cancel()
         self.ttl_when = when
         self.ttl_loop = loop
-        self.ttl_timer = loop.call_later(max(0.0, when - time.monotonic()), self._on_ttl_timer)
+        self.ttl_timer = self.vhost.clock.call_at(loop, when, self._on_ttl_timer, pulls=True)
 
     def _on_ttl_timer(self) -> None:
         self.ttl_timer = None
@@ -411,7 +366,10 @@ class Queue:
         loop = running_loop()
         if loop is None:
             return  # declared outside a loop: it cannot expire until used from one
-        self.expiry_timer = loop.call_later(self.expires / 1000, self._on_expired)
+        # It counts on the broker's clock, but does not pull a virtual clock ahead by itself.
+        clock = self.vhost.clock
+        when = clock.now() + self.expires / 1000
+        self.expiry_timer = clock.call_at(loop, when, self._on_expired, pulls=False)
 
     def disarm_expiry(self) -> None:
         if self.expiry_timer is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..._errors import ConfigurationError
 
@@ -33,15 +33,28 @@ def new_name() -> str:
     return name
 
 
-def parse_memory_url(url: str) -> str:
-    """The broker name in a ``memory://`` URL (``"default"`` for ``memory://``)."""
+_SWITCH: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def parse_memory_url(url: str) -> tuple[str, bool | None]:
+    """The broker name in a ``memory://`` URL (``"default"`` for ``memory://``), and its
+    ``virtual_time`` query (``memory://tests?virtual_time=1``; None when absent)."""
     parts = urlsplit(url)
     if parts.scheme != SCHEME:
         raise ConfigurationError(
             f"{url!r} is not a memory broker URL: use 'memory://' or 'memory://<name>'"
         )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if parts.path not in ("", "/") or parts.fragment:
         raise ConfigurationError(
-            f"memory broker URL {url!r} has a path or query; use 'memory://<name>' only"
+            f"memory broker URL {url!r} has a path; use 'memory://<name>' only"
         )
-    return parts.netloc or DEFAULT_BROKER_NAME
+    virtual_time: bool | None = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        switch = _SWITCH.get(value.lower())
+        if key != "virtual_time" or switch is None or virtual_time is not None:
+            raise ConfigurationError(
+                f"memory broker URL {url!r}: the only query it takes is 'virtual_time=1' "
+                "(or 0), once"
+            )
+        virtual_time = switch
+    return parts.netloc or DEFAULT_BROKER_NAME, virtual_time

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..._errors import BrokerConnectionError, BrokerError, PublishError
+from ..._errors import BrokerConnectionError, BrokerError
 from ..._topology import ConsumerSpec, Topology
-from .._base import OutgoingProperties, SessionHooks
+from .._base import OutgoingProperties, SessionHooks, publish_refused
 from .._wire import check_header_frame
 from ._broker import broker_for_url
 from ._connection import MemoryConnection
@@ -108,10 +108,7 @@ class MemorySession:
         except BrokerError as exc:
             # RabbitMQ closes the publish channel and AmqpSession reports a PublishError.
             detail = str(exc).partition(": ")[2]
-            doing = f"publishing to {exchange!r}"
-            raise PublishError(
-                str(BrokerError(exc.reply_code, f"{doing}: {detail}")), reply_code=exc.reply_code
-            ) from None
+            raise publish_refused(exchange, exc.reply_code, detail) from None
 
     async def close(self) -> None:
         if not self._connection.closed:

@@ -22,6 +22,7 @@ from ._arguments import (
     validate_quorum_queue,
     validate_x_match,
 )
+from ._clock import Clock, VirtualClock
 from ._exchanges import EXCHANGE_TYPES, Exchange, binding_key, predeclared_exchanges
 from ._queues import Queue
 
@@ -34,16 +35,22 @@ log = logging.getLogger(__name__)
 
 
 class Vhost:
-    """The exchanges, queues and open connections (channels) of a broker named ``name``, and
-    the consumer callbacks in flight (``track``, ``wake``, ``wait_until_idle``)."""
+    """The exchanges, queues and open connections (channels) of a broker named ``name``, the
+    consumer callbacks in flight (``track``, ``wake``, ``wait_until_idle``), and the ``clock``
+    its TTLs read: real time, or with ``virtual_time`` a clock that skips ahead while idle."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, virtual_time: bool = False) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = predeclared_exchanges()
         self.queues: dict[str, Queue] = {}
         self.channels: dict[Channel, None] = {}
         self.consumer_ids = itertools.count(1)
-        self._activity = Activity(name)
+        if virtual_time:
+            self.clock: Clock = VirtualClock(self._is_idle)
+            self._activity = Activity(name, on_wake=self.clock.poke)
+        else:
+            self.clock = Clock()
+            self._activity = Activity(name)
 
     def reset(self) -> None:
         """Forget every channel, queue and non-predeclared exchange, without notifying anyone."""
@@ -68,8 +75,12 @@ class Vhost:
         self._activity.wake()
 
     async def wait_until_idle(self, timeout: float) -> None:
-        """Return once idle; ``TimeoutError`` saying what is busy after ``timeout`` s."""
-        await self._activity.wait(self._is_idle, self._busy, timeout)
+        """Return once idle, and on virtual time once no message expiry is pending either;
+        ``TimeoutError`` saying what is busy after ``timeout`` s."""
+        await self._activity.wait(self._is_quiet, self._busy, timeout)
+
+    def _is_quiet(self) -> bool:
+        return self._is_idle() and not self.clock.pending()
 
     def _is_idle(self) -> bool:
         if self._activity.tasks:
@@ -82,9 +93,11 @@ class Vhost:
         unacked = sum(channel.unsettled_count() for channel in self.channels)
         waiting = [q.name for q in self.queues.values() if q.busy]
         running = len(self._activity.tasks)
+        pending = self.clock.pending()
+        expiries = f", {pending} queues with messages to expire (virtual time)" if pending else ""
         return (
             f"{running} consumer callbacks running, {unacked} deliveries unacked, "
-            f"ready messages in consumed queues {waiting}"
+            f"ready messages in consumed queues {waiting}{expiries}"
         )
 
     # -- lookups -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Services the CLI tests load as APPs (``tests.cli.apps.<module>:<attribute>``)."""
