@@ -20,6 +20,7 @@ private. The path of a message, module by module:
 
 from . import _version
 from ._connection import Connection
+from ._envelope import MessageContextFilter
 from ._errors import (
     Ack,
     AmqpEventsError,
@@ -41,6 +42,7 @@ from ._errors import (
 from ._event_router import EventRouter
 from ._headers import Headers
 from ._message_log import LoggedMessage
+from ._metadata import Metadata
 from ._publisher import Publisher
 from ._retry import RetryPolicy
 from ._routes import Route
@@ -65,6 +67,7 @@ from ._setup import (
     with_queue_options,
     with_retry_policy,
     with_type_mapping,
+    with_upcaster,
 )
 from ._transport.memory import MemoryBroker
 
@@ -84,6 +87,8 @@ __all__ = [
     "Headers",
     "LoggedMessage",
     "MemoryBroker",
+    "MessageContextFilter",
+    "Metadata",
     "PublishError",
     "PublishOutcomeUnknown",
     "Publisher",
@@ -115,4 +120,5 @@ __all__ = [
     "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
+    "with_upcaster",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._codec import Decoder
+from ._envelope import Handling, handling
 from ._errors import (
     Ack,
     AmqpEventsError,
@@ -23,15 +24,17 @@ from ._errors import (
     Retry,
 )
 from ._failures import FailureRouter, describe
-from ._handlers import ResolvedHandler, handler_name
+from ._handlers import ResolvedHandler, Takes, handler_name
 from ._headers import Headers
 from ._inflight import InFlight
+from ._metadata import Metadata, metadata_of, schema_version_of
 from ._observe import Observers
 from ._requests import PendingRequests, Responder
 from ._retry import DeadReason
 from ._topics import is_pattern, topic_matches, topics_overlap
 from ._transport._base import Delivery
 from ._transport._wire import safe_text
+from ._versions import Versions
 
 __all__ = ["QueueDispatcher", "check_overlaps"]
 
@@ -56,10 +59,23 @@ def check_overlaps(queue: str, keys_and_names: Sequence[tuple[str, str]]) -> Non
                 )
 
 
-async def invoke(handler: ResolvedHandler, event: Any, delivery: Delivery) -> Any:
-    if handler.wants_headers:
-        return await handler.handler(event, Headers(delivery.headers))
-    return await handler.handler(event)
+async def invoke(
+    handler: ResolvedHandler, event: Any, delivery: Delivery, key: str, failures: FailureRouter
+) -> Any:
+    takes = handler.takes
+    if takes is Takes.EVENT:
+        return await handler.handler(event)
+
+    def metadata() -> Metadata:
+        return metadata_of(
+            delivery, key, failures.attempt_of(delivery), failures.was_redelivered(delivery)
+        )
+
+    if takes is Takes.HEADERS:
+        return await handler.handler(event, Headers(delivery.headers, metadata))
+    if takes is Takes.METADATA:
+        return await handler.handler(event, metadata())
+    return await handler.handler(event, Headers(delivery.headers, metadata), metadata())
 
 
 def _cancelled_from_outside() -> bool:
@@ -86,6 +102,7 @@ class QueueDispatcher:
         "_patterns",
         "_pending",
         "_responder",
+        "_versions",
         "queue",
     )
 
@@ -96,6 +113,7 @@ class QueueDispatcher:
         in_flight: InFlight,
         failures: FailureRouter,
         observers: Observers,
+        versions: Versions,
         *,
         responder: Responder | None = None,
         pending: PendingRequests | None = None,
@@ -113,6 +131,7 @@ class QueueDispatcher:
         self._pending = pending  # on a response queue: awaited requests come first
         self._limit = limit  # handlers running at once, across the connection
         self._observers = observers
+        self._versions = versions
         self._observers.add_decoders(queue, self._decoder_for_key)
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
@@ -195,8 +214,24 @@ class QueueDispatcher:
                 "routes), so the handler was not run",
             )
             return
+        version = schema_version_of(delivery.headers) or 1
+        expected = self._versions.expected(key)
         try:
-            event = decode(delivery.body)
+            if version == expected:
+                event = decode(delivery.body)
+            elif version < expected:
+                event = self._versions.upcast(key, delivery.body, version, expected, decode)
+            else:
+                await failures.dead_letter(
+                    delivery,
+                    key,
+                    failures.attempt_of(delivery),
+                    DeadReason.VERSION_TOO_NEW,
+                    f"{key!r} of schema version {version} is newer than version {expected}, "
+                    "the one this service knows (its Route's version, 1 without one): deploy "
+                    "the consumer's new model before its publishers send the new version",
+                )
+                return
         except DecodeError as exc:
             await failures.dead_letter(
                 delivery, key, failures.attempt_of(delivery), DeadReason.UNDECODABLE, exc
@@ -205,50 +240,55 @@ class QueueDispatcher:
         observer = self._observers.current
         if observer is not None:
             observer.received(failures.service, self.queue, key, event)
+        # What the handler (and its response) publishes carries this message's correlation.
+        token = handling.set(Handling(delivery))
         try:
-            result = await invoke(handler, event, delivery)
-        except Drop as dropped:
-            log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
-            await self._tell_caller(delivery, key, dropped)
-            await delivery.ack()
-            return
-        except Ack:
-            result = None
-        except Reject as exc:
-            await self._tell_caller(delivery, key, exc)
-            await failures.dead_letter(
-                delivery, key, failures.attempt_of(delivery), DeadReason.REJECTED, exc
-            )
-            return
-        except Exception as exc:
-            await self._failed(handler, delivery, key, exc)
-            return
-        except asyncio.CancelledError as exc:
-            if _cancelled_from_outside():
-                # Shutdown's deadline: the message goes back to its queue unhandled.
-                await delivery.reject(requeue=True)
-                raise
-            await self._failed(handler, delivery, key, exc)
-            return
-        except (KeyboardInterrupt, SystemExit):
-            await delivery.reject(requeue=True)
-            raise
-        except BaseException as exc:  # a handler's own BaseException is a failure like any
-            await self._failed(handler, delivery, key, exc)
-            return
-        if responder is not None:
             try:
-                await responder.send(delivery, key, result)
-            except AmqpEventsError as exc:
+                result = await invoke(handler, event, delivery, key, failures)
+            except Drop as dropped:
+                log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
+                await self._tell_caller(delivery, key, dropped)
+                await delivery.ack()
+                return
+            except Ack:
+                result = None
+            except Reject as exc:
+                await self._tell_caller(delivery, key, exc)
                 await failures.dead_letter(
-                    delivery, key, failures.attempt_of(delivery), DeadReason.HANDLER_FAILED, exc
+                    delivery, key, failures.attempt_of(delivery), DeadReason.REJECTED, exc
                 )
                 return
-        await delivery.ack()
-        log.debug("%s: handled %r from %r", failures.service, key, self.queue)
-        observer = self._observers.current
-        if observer is not None:
-            observer.handled(failures.service, self.queue, key, event)
+            except Exception as exc:
+                await self._failed(handler, delivery, key, exc)
+                return
+            except asyncio.CancelledError as exc:
+                if _cancelled_from_outside():
+                    # Shutdown's deadline: the message goes back to its queue unhandled.
+                    await delivery.reject(requeue=True)
+                    raise
+                await self._failed(handler, delivery, key, exc)
+                return
+            except (KeyboardInterrupt, SystemExit):
+                await delivery.reject(requeue=True)
+                raise
+            except BaseException as exc:  # a handler's own BaseException is a failure like any
+                await self._failed(handler, delivery, key, exc)
+                return
+            if responder is not None:
+                try:
+                    await responder.send(delivery, key, result)
+                except AmqpEventsError as exc:
+                    await failures.dead_letter(
+                        delivery, key, failures.attempt_of(delivery), DeadReason.HANDLER_FAILED, exc
+                    )
+                    return
+            await delivery.ack()
+            log.debug("%s: handled %r from %r", failures.service, key, self.queue)
+            observer = self._observers.current
+            if observer is not None:
+                observer.handled(failures.service, self.queue, key, event)
+        finally:
+            handling.reset(token)
 
     async def _unhandled(self, delivery: Delivery, key: str) -> None:
         if self._pending is not None and delivery.correlation_id is not None:

@@ -116,6 +116,12 @@ class FailureRouter:
         """How many times the handler ran before this delivery (plus one)."""
         return self._counter(delivery, naming.ATTEMPT_HEADER, 1, MAX_ATTEMPTS)
 
+    def was_redelivered(self, delivery: Delivery) -> bool:
+        """Whether the broker delivered it before: now, or before we republished it counted."""
+        return delivery.redelivered or bool(
+            self._counter(delivery, naming.REDELIVERIES_HEADER, 0, MAX_REDELIVERIES_CEILING)
+        )
+
     def _counter(self, delivery: Delivery, header: str, default: int, ceiling: int) -> int:
         if not self.came_back(delivery):
             return default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import types
 import typing
@@ -11,13 +12,23 @@ from typing import Any, TypeAlias
 
 from ._codec import Decoder, decoder_for, is_event_type
 from ._errors import ConfigurationError
+from ._metadata import Metadata
 from ._retry import RetryPolicy
 from ._routes import TypeMapping
 from ._topics import is_pattern, topic_matches
 
-__all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "resolve"]
+__all__ = ["Handler", "HandlerSpec", "ResolvedHandler", "Takes", "resolve"]
 
 Handler: TypeAlias = Callable[..., Awaitable[Any]]
+
+
+class Takes(enum.IntEnum):
+    """What a handler takes besides the event."""
+
+    EVENT = 0
+    HEADERS = 1  # (event, headers)
+    METADATA = 2  # (event, metadata: Metadata)
+    HEADERS_AND_METADATA = 3  # (event, headers, metadata)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -40,7 +51,7 @@ class ResolvedHandler:
 
     routing_key: str
     handler: Handler
-    wants_headers: bool
+    takes: Takes
     # One decoder for every key, or (for a union annotation) one per concrete routing key.
     decoder: Decoder | None
     decoder_by_key: dict[str, Decoder] | None
@@ -61,8 +72,8 @@ class ResolvedHandler:
         return self.decoder_by_key.get(routing_key)
 
 
-def check_handler(spec: HandlerSpec) -> bool:
-    """Check the handler's shape at registration; return whether it takes headers."""
+def check_handler(spec: HandlerSpec) -> Takes:
+    """Check the handler's shape at registration; return what it takes besides the event."""
     handler = spec.handler
     name = handler_name(handler)
     if not callable(handler):
@@ -82,12 +93,32 @@ def check_handler(spec: HandlerSpec) -> bool:
         for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    if len(positional) not in (1, 2):
+    if len(positional) not in (1, 2, 3):
         raise ConfigurationError(
             f"handler {name} for {spec.routing_key!r} takes {len(positional)} required "
-            "arguments; it must take (event) or (event, headers)"
+            "arguments; it must take (event), (event, headers), (event, metadata: Metadata) "
+            "or (event, headers, metadata: Metadata)"
         )
-    return len(positional) == 2
+    if len(positional) == 1:
+        return Takes.EVENT
+    if len(positional) == 2:
+        return Takes.METADATA if _is_metadata(positional[1]) else Takes.HEADERS
+    if _is_metadata(positional[1]) or positional[2].annotation not in (
+        inspect.Parameter.empty,
+        *_METADATA_ANNOTATIONS,
+    ):
+        raise ConfigurationError(
+            f"handler {name} for {spec.routing_key!r} takes three arguments: they must be "
+            "(event, headers, metadata: Metadata), in that order"
+        )
+    return Takes.HEADERS_AND_METADATA
+
+
+_METADATA_ANNOTATIONS = (Metadata, "Metadata")  # "Metadata" under postponed annotations
+
+
+def _is_metadata(parameter: inspect.Parameter) -> bool:
+    return parameter.annotation in _METADATA_ANNOTATIONS
 
 
 def _annotated_event_type(handler: Handler) -> Any:
@@ -115,7 +146,7 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy)
     ``mapping``: the routes its own connection knows (``with_type_mapping`` and the routes of
     the publishers set up on it), never a ``Route`` made elsewhere in the process.
     """
-    wants_headers = check_handler(spec)
+    takes = check_handler(spec)
     name = handler_name(spec.handler)
     event_type = spec.event_type
     source = "event_type argument"
@@ -129,7 +160,7 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy)
         return ResolvedHandler(
             spec.routing_key,
             spec.handler,
-            wants_headers,
+            takes,
             decoder_for(event_type),
             None,
             retry,
@@ -137,7 +168,7 @@ def resolve(spec: HandlerSpec, mapping: TypeMapping, default_retry: RetryPolicy)
         )
     members = _union_members(event_type)
     if members and all(is_event_type(m) and m is not dict for m in members):
-        return _resolve_union(spec, members, mapping, wants_headers, retry)
+        return _resolve_union(spec, members, mapping, takes, retry)
     if event_type is None:
         raise ConfigurationError(
             f"handler {name} for {spec.routing_key!r} has no event type: annotate its first "
@@ -153,7 +184,7 @@ def _resolve_union(
     spec: HandlerSpec,
     members: tuple[Any, ...],
     mapping: TypeMapping,
-    wants_headers: bool,
+    takes: Takes,
     retry: RetryPolicy,
 ) -> ResolvedHandler:
     name = handler_name(spec.handler)
@@ -188,4 +219,4 @@ def _resolve_union(
             f"handler {name} for {key!r} is annotated {wanted}, but none of their routes on "
             f"this connection matches {key!r}: bind a pattern their keys match, or {fix}"
         )
-    return ResolvedHandler(key, spec.handler, wants_headers, None, by_key, retry, members)
+    return ResolvedHandler(key, spec.handler, takes, None, by_key, retry, members)

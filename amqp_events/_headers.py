@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
-from ._naming import BCC_HEADER, CC_HEADER, HEADER_PREFIX, SERVICE_HEADER
+from ._naming import BCC_HEADER, CC_HEADER, CE_READ_PREFIXES, HEADER_PREFIX, SERVICE_HEADER
 from ._transport._wire import header_problem
+
+if TYPE_CHECKING:
+    from ._metadata import Metadata
 
 __all__ = ["Headers", "check_user_headers"]
 
@@ -17,13 +20,27 @@ class Headers(Mapping[str, Any]):
 
     A handler receives it as its second argument when it declares one:
     ``async def on_created(event: OrderCreated, headers: Headers)``. ``headers.service`` is the
-    name of the publishing service (the reserved ``service`` header).
+    name of the publishing service (the reserved ``service`` header); ``headers.metadata`` the
+    message's envelope, typed (``Metadata``).
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_metadata")
 
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        metadata: Callable[[], Metadata] | None = None,
+    ) -> None:
         self._data: Mapping[str, Any] = data if data is not None else {}
+        self._metadata = metadata  # made on first use: most handlers never ask
+
+    @property
+    def metadata(self) -> Metadata:
+        """The message's ``Metadata`` (ids, source, time, version, attempt ...)."""
+        make = self._metadata
+        if make is None:
+            raise AttributeError("these headers belong to no delivered message: no metadata")
+        return make()
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -44,6 +61,23 @@ class Headers(Mapping[str, Any]):
         return f"Headers({dict(self._data)!r})"
 
 
+_ENVELOPE_NAMES = frozenset(
+    prefix + attribute
+    for prefix in CE_READ_PREFIXES
+    for attribute in (
+        "id",
+        "source",
+        "type",
+        "time",
+        "specversion",
+        "datacontenttype",
+        "correlationid",
+        "causationid",
+        "schemaversion",
+    )
+)
+
+
 def check_user_headers(headers: Mapping[str, Any]) -> None:
     """Raise ConfigurationError naming the first header that cannot be sent unchanged.
 
@@ -58,6 +92,12 @@ def check_user_headers(headers: Mapping[str, Any]) -> None:
             raise ConfigurationError(
                 f"header {SERVICE_HEADER!r} is reserved: amqp-events sets it to the publishing "
                 "service's name (goamqp routes responses by it); use another name"
+            )
+        if name in _ENVELOPE_NAMES:
+            raise ConfigurationError(
+                f"header {name!r} is part of the envelope amqp-events writes on every message "
+                "(CloudEvents id, source, type, time, specversion, datacontenttype, correlationid, "
+                "causationid, schemaversion); other CloudEvents attributes (subject ...) are fine"
             )
         if name.startswith(HEADER_PREFIX):
             raise ConfigurationError(

@@ -33,6 +33,23 @@ BCC_HEADER: Final = "BCC"
 # itself): never copied into a republish, never read as routing or counting input.
 BROKER_HEADER_PREFIX: Final = "x-"
 
+# CloudEvents 1.0 attributes in binary content mode. We write the prefix gomessaging (goamqp's
+# successor) writes on AMQP, the CloudEvents AMQP binding's; we read all three in use.
+CE_PREFIX: Final = "cloudEvents:"
+CE_READ_PREFIXES: Final = ("cloudEvents:", "cloudEvents_", "ce-")
+CE_ID: Final = "cloudEvents:id"
+CE_SOURCE: Final = "cloudEvents:source"
+CE_TYPE: Final = "cloudEvents:type"
+CE_TIME: Final = "cloudEvents:time"
+CE_SPECVERSION: Final = "cloudEvents:specversion"
+CE_DATACONTENTTYPE: Final = "cloudEvents:datacontenttype"
+CE_CORRELATION_ID: Final = "cloudEvents:correlationid"  # extension: the conversation
+CE_CAUSATION_ID: Final = "cloudEvents:causationid"  # extension: the message that caused it
+CE_SCHEMA_VERSION: Final = (
+    "cloudEvents:schemaversion"  # extension: the event's version, 1 if absent
+)
+CE_SPECVERSION_VALUE: Final = "1.0"
+
 TOPIC: Final = "topic"
 DIRECT: Final = "direct"
 HEADERS: Final = "headers"

@@ -12,7 +12,9 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
+from . import _naming as naming
 from ._codec import Decoder, decoder_for, encode
+from ._envelope import envelope_constants, outgoing_envelope
 from ._errors import (
     ConfigurationError,
     PublishError,
@@ -61,7 +63,9 @@ class _Target:
     transport: Transport
     destination: Destination
     service: str
-    base_headers: Mapping[str, Any]
+    # Per routing key, the headers every event with it carries: goamqp's service header and
+    # the constant CloudEvents attributes (the envelope adds the per-message ones).
+    headers_by_key: dict[str, dict[str, Any]]
     description: str
     observers: Observers
 
@@ -119,7 +123,15 @@ class Publisher:
         base: dict[str, Any] = {SERVICE_HEADER: service}
         if destination.cc:
             base[CC_HEADER] = list(destination.cc)
-        self._target = _Target(transport, destination, service, base, description, observers)
+        by_key: dict[str, dict[str, Any]] = {}
+        for route in self._mapping.routes():
+            headers = by_key[route.routing_key] = {
+                **base,
+                **envelope_constants(service, route.routing_key),
+            }
+            if route.version != 1:
+                headers[naming.CE_SCHEMA_VERSION] = route.version
+        self._target = _Target(transport, destination, service, by_key, description, observers)
         self._closed_connection = None
 
     def _require_target(self) -> _Target:
@@ -137,11 +149,14 @@ class Publisher:
             "queue_publisher) to Connection.start()"
         )
 
-    def _headers(self, target: _Target, headers: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    def _headers(
+        self, target: _Target, key: str, headers: Mapping[str, Any] | None
+    ) -> Mapping[str, Any]:
+        base = target.headers_by_key[key]
         if not headers:
-            return target.base_headers
+            return base
         check_user_headers(headers)
-        sent = {**target.base_headers, **headers, SERVICE_HEADER: target.service}
+        sent = {**base, **headers, SERVICE_HEADER: target.service}
         if target.destination.cc and CC_HEADER in headers:
             sent[CC_HEADER] = [*target.destination.cc, *headers[CC_HEADER]]
         return sent
@@ -201,8 +216,9 @@ class Publisher:
                 destination.exchange,
                 key,
                 encode(event),
-                self._headers(target, headers),
+                self._headers(target, key, headers),
                 mandatory=destination.mandatory if mandatory is None else mandatory,
+                envelope=outgoing_envelope(),
             )
         except Unroutable as exc:
             raise destination.unroutable(key, exc) from exc
@@ -311,7 +327,7 @@ class Publisher:
         wanted: Any = dict if response_type is None else response_type
         decode = _response_decoder(wanted)
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
-        body, sent_headers = encode(event), self._headers(target, headers)
+        body, sent_headers = encode(event), self._headers(target, key, headers)
         correlation_id = uuid.uuid4().hex
         waiting = "for one of the max_pending slots (every one was taken)"
         deadline = asyncio.timeout(timeout)
@@ -327,6 +343,7 @@ class Publisher:
                         sent_headers,
                         properties=OutgoingProperties(correlation_id=correlation_id),
                         mandatory=destination.mandatory,
+                        envelope=outgoing_envelope(),
                     )
                     waiting = "for the response"
                     delivery = await response

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ._codec import encode
+from ._envelope import envelope_constants, outgoing_envelope
 from ._errors import ConfigurationError, PublishError, RemoteError
 from ._failures import describe
 from ._headers import check_user_headers
@@ -103,9 +104,10 @@ class Responder:
             self._exchange,
             key,
             body,
-            {**extra, SERVICE_HEADER: caller},
+            {**extra, **envelope_constants(self.service, key), SERVICE_HEADER: caller},
             properties=properties,
             mandatory=True,
+            envelope=outgoing_envelope(),
         )
 
 
@@ -185,6 +187,11 @@ async def send_service_response(
         exchange,
         routing_key,
         encode(response),
-        {**(headers or {}), SERVICE_HEADER: target_service},
+        {
+            **(headers or {}),
+            **envelope_constants(service, routing_key),
+            SERVICE_HEADER: target_service,
+        },
         mandatory=True,
+        envelope=outgoing_envelope(),
     )

@@ -85,3 +85,4 @@ class DeadReason:
     REJECTED = "rejected"
     REDELIVERED = "redelivered"  # came back unsettled too often: its handler may kill its process
     UNANSWERABLE = "unanswerable"  # a request without a ``service`` header naming the caller
+    VERSION_TOO_NEW = "version-too-new"  # a schema version newer than the consumer's Route

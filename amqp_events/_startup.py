@@ -19,6 +19,7 @@ from ._setup import Setup, SetupBuilder
 from ._setup._builder import SetupPlan
 from ._topology import Topology
 from ._transport._base import Transport
+from ._versions import Versions
 
 __all__ = ["check_publishers_free", "log_topology", "make_dispatchers", "plan_of", "resolve_all"]
 
@@ -34,6 +35,7 @@ def plan_of(service: str, setups: Iterable[Setup]) -> SetupPlan:
         setup(builder)
     plan = builder._plan
     plan.finish()
+    Versions(plan.type_mapping, plan.upcasters).check()
     return plan
 
 
@@ -68,6 +70,7 @@ def make_dispatchers(
 ) -> list[QueueDispatcher]:
     """One dispatcher per consumed queue, with its failure router, over ``transport``."""
     limit = asyncio.Semaphore(plan.concurrency_limit) if plan.concurrency_limit else None
+    versions = Versions(plan.type_mapping, plan.upcasters)
     responder = Responder(service, transport) if plan.request_queues else None
     return [
         QueueDispatcher(
@@ -84,6 +87,7 @@ def make_dispatchers(
                 redeclare=redeclare,
             ),
             observers,
+            versions,
             responder=responder if queue in plan.request_queues else None,
             pending=plan.pending.get(queue),
             limit=limit,

@@ -272,3 +272,17 @@ async def queue_depth(url: str, queue: str) -> int:
 async def drain(url: str, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
     """``BrokerUnderTest(url).drain(queue)``."""
     return await BrokerUnderTest(url).drain(queue)
+
+
+ENVELOPE_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "datacontenttype")
+
+
+def goamqp_part(headers: Mapping[str, Any], *, source: str, type: str) -> dict[str, Any]:
+    """The headers without our CloudEvents envelope, after checking the envelope is whole:
+    what a goamqp service sees and relies on."""
+    for attribute in ENVELOPE_ATTRIBUTES:
+        assert f"cloudEvents:{attribute}" in headers, f"no cloudEvents:{attribute} in {headers}"
+    assert headers["cloudEvents:source"] == source
+    assert headers["cloudEvents:type"] == type
+    assert isinstance(headers.get("cloudEvents:correlationid"), str)
+    return {k: v for k, v in headers.items() if not k.startswith("cloudEvents:")}

@@ -20,6 +20,7 @@ from ._options import (
     with_queue_options,
     with_retry_policy,
     with_type_mapping,
+    with_upcaster,
 )
 from ._services import (
     request_response_handler,
@@ -58,4 +59,5 @@ __all__ = [
     "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
+    "with_upcaster",
 ]

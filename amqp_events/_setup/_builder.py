@@ -24,6 +24,7 @@ from .._routes import TypeMapping
 from .._topics import validate_routing_key
 from .._topology import BindingSpec, ExchangeSpec, ExchangeType, QueueSpec, Topology
 from .._transport._base import CloseCallback
+from .._versions import Upcaster
 
 __all__ = [
     "MAX_PREFETCH",
@@ -71,6 +72,7 @@ class SetupPlan:
         self.close_listeners: list[CloseCallback] = []
         self.message_loggers: list[MessageLogger] = []
         self.tasks: list[tuple[str, BackgroundWork]] = []
+        self.upcasters: dict[str, dict[int, Upcaster]] = {}
 
     def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
         consumers = self.consume_queue(queue, transient=transient)

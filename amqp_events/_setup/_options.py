@@ -11,6 +11,7 @@ from .._message_log import MessageLogger
 from .._retry import RetryPolicy
 from .._routes import Route, TypeMapping
 from .._transport._base import CloseCallback
+from .._versions import Upcaster, check_upcaster
 from ._builder import MAX_PREFETCH, Setup, SetupBuilder
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
+    "with_upcaster",
 ]
 
 
@@ -120,6 +122,30 @@ def with_type_mapping(*routes: Route) -> Setup:
 
     def apply(builder: SetupBuilder) -> None:
         builder._plan.type_mapping.merge(mapping)
+
+    return apply
+
+
+def with_upcaster(routing_key: str, from_version: int, upcaster: Upcaster) -> Setup:
+    """Turn events with ``routing_key`` of version ``from_version`` into version
+    ``from_version + 1`` before they are decoded: ``upcaster(dict) -> dict`` on the JSON object.
+
+    An older event runs through every upcaster from its version up to the version this
+    connection's ``Route`` for the key has (``Route(OrderCreated, "Order.Created",
+    version=3)``), in order; a step without one reads the event as it is (a compatible change,
+    an added optional field). An upcaster that raises dead-letters the event as
+    ``undecodable``; an event newer than the route goes to the DLQ as ``version-too-new``.
+    """
+    check_upcaster(routing_key, from_version, upcaster)
+
+    def apply(builder: SetupBuilder) -> None:
+        steps = builder._plan.upcasters.setdefault(routing_key, {})
+        if from_version in steps:
+            raise ConfigurationError(
+                f"with_upcaster({routing_key!r}, {from_version}) is set up twice; one upcaster "
+                "per key and version"
+            )
+        steps[from_version] = upcaster
 
     return apply
 

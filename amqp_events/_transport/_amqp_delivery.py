@@ -35,6 +35,7 @@ class AmqpDelivery(Delivery):
             props.message_id,
             props.correlation_id,
             props.reply_to,
+            props.timestamp,
         )
         self._channel = channel
         self._tag: int = frame.delivery_tag or 0

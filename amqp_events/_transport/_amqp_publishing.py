@@ -18,6 +18,7 @@ import aiormq.abc
 from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
+from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError, PublishOutcomeUnknown, Unroutable
 from .._url import redact
 from ._amqp_channels import GONE, AmqpChannels, refusal
@@ -75,15 +76,26 @@ class AmqpPublishing(AmqpChannels):
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         if properties is not None or headers is not self._fitting_headers:
-            check_header_frame(exchange, routing_key, headers, properties, self._frame_max)
-            if properties is None:
+            fits_any = check_header_frame(
+                exchange, routing_key, headers, properties, self._frame_max, envelope
+            )
+            if fits_any and properties is None:
                 self._fitting_headers = headers
+        # An envelope's message id is new: no other publish of it can be in flight.
         message_id = properties.message_id if properties is not None else None
-        if not message_id:
+        if not message_id or envelope is not None:
             await self._publish_now(
-                exchange, routing_key, body, headers, properties, mandatory, confirm_timeout
+                exchange,
+                routing_key,
+                body,
+                headers,
+                properties,
+                mandatory,
+                confirm_timeout,
+                envelope,
             )
             return
         turn = self._waiting_ids.get(message_id)
@@ -109,11 +121,12 @@ class AmqpPublishing(AmqpChannels):
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         channel = self._publish
         if channel is None or channel.is_closed:
             channel = await self._publish_channel()
-        props = amqp_properties(headers, properties)
+        props = amqp_properties(headers, properties, envelope)
         try:
             confirmation = await channel.basic_publish(
                 body,

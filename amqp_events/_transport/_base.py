@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
+from .._envelope import Envelope
 from .._errors import BrokerError, PublishError
 from .._topology import ConsumerSpec, Topology
 
@@ -60,6 +62,7 @@ class Delivery:
         "reply_to",
         "routing_key",
         "settled",
+        "timestamp",
     )
 
     def __init__(
@@ -73,6 +76,7 @@ class Delivery:
         message_id: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
+        timestamp: datetime | None = None,
     ) -> None:
         self.body = body
         self.routing_key = routing_key
@@ -83,6 +87,7 @@ class Delivery:
         self.message_id = message_id
         self.correlation_id = correlation_id
         self.reply_to = reply_to
+        self.timestamp = timestamp  # the AMQP timestamp property
         self.settled = False  # set by ack and reject: a delivery is settled once
 
     async def ack(self) -> None:
@@ -143,6 +148,7 @@ class Session(Protocol):
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         """Publish and wait for the confirm: PublishError if refused, BrokerConnectionError if
         the connection went away first."""
@@ -200,6 +206,7 @@ class Transport(Protocol):
         *,
         properties: OutgoingProperties | None = None,
         mandatory: bool = False,
+        envelope: Envelope | None = None,
     ) -> None:
         """Publish persistently and return once the broker confirmed; raise PublishError if not."""
 

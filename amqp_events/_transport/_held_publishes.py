@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError, PublishOutcomeUnknown
 from ._base import OutgoingProperties
 from ._recovery import Recovery
@@ -64,6 +65,7 @@ class HeldPublishes(Recovery):
         *,
         properties: OutgoingProperties | None,
         mandatory: bool,
+        envelope: Envelope | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -90,6 +92,7 @@ class HeldPublishes(Recovery):
                     properties=properties,
                     mandatory=mandatory,
                     confirm_timeout=max(attempt.deadline - loop.time(), 0.001),
+                    envelope=envelope,
                 )
                 return
             except BrokerConnectionError as exc:

@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError
 from .._topology import ConsumerSpec, Topology
 from ._base import OutgoingProperties, SessionOpener
@@ -100,6 +101,7 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
         *,
         properties: OutgoingProperties | None = None,
         mandatory: bool = False,
+        envelope: Envelope | None = None,
     ) -> None:
         """Publish and wait for the confirm, across reconnections, up to ``publish_timeout``.
 
@@ -122,6 +124,7 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
                     properties=properties,
                     mandatory=mandatory,
                     confirm_timeout=self._publish_timeout,
+                    envelope=envelope,
                 )
                 return
             except BrokerConnectionError as exc:
@@ -141,4 +144,5 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
             headers,
             properties=properties,
             mandatory=mandatory,
+            envelope=envelope,
         )

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from pamqp import commands as spec
 
+from .._envelope import ENVELOPE_MAX_BYTES, Envelope
 from .._errors import PublishError
 from .._naming import (
     BCC_HEADER,
@@ -200,24 +201,39 @@ def _datetime_problem(value: datetime.datetime) -> str | None:
 
 
 def amqp_properties(
-    headers: Mapping[str, Any], properties: OutgoingProperties | None
+    headers: Mapping[str, Any],
+    properties: OutgoingProperties | None,
+    envelope: Envelope | None = None,
 ) -> spec.Basic.Properties:
-    """The properties our AMQP session sends with a message (persistent, JSON by default)."""
-    table = headers if isinstance(headers, dict) else dict(headers)
-    if properties is None:
-        return spec.Basic.Properties(
-            content_type=CONTENT_TYPE_JSON,
-            delivery_mode=DELIVERY_MODE_PERSISTENT,
-            headers=table,
-        )
+    """The properties our AMQP session sends with a message (persistent, JSON by default);
+    the ``envelope``'s headers go over ``headers``, its id and time into the properties."""
+    if envelope is not None:
+        table = {**headers, **envelope.headers}
+        if properties is None:
+            return spec.Basic.Properties(
+                content_type=CONTENT_TYPE_JSON,
+                delivery_mode=DELIVERY_MODE_PERSISTENT,
+                headers=table,
+                message_id=envelope.message_id,
+                timestamp=envelope.timestamp,
+            )
+    else:
+        table = headers if isinstance(headers, dict) else dict(headers)
+        if properties is None:
+            return spec.Basic.Properties(
+                content_type=CONTENT_TYPE_JSON,
+                delivery_mode=DELIVERY_MODE_PERSISTENT,
+                headers=table,
+            )
     return spec.Basic.Properties(
         content_type=properties.content_type or CONTENT_TYPE_JSON,
         delivery_mode=DELIVERY_MODE_PERSISTENT,
         headers=table,
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
-        message_id=properties.message_id,
+        message_id=envelope.message_id if envelope is not None else properties.message_id,
         expiration=str(properties.expiration) if properties.expiration else None,
+        timestamp=envelope.timestamp if envelope is not None else None,
     )
 
 
@@ -230,10 +246,15 @@ def content_header_frame_size(properties: spec.Basic.Properties) -> int:
     return FRAME_OVERHEAD + CONTENT_HEADER_PREFIX + len(properties.marshal())
 
 
-def header_frame_size(headers: Mapping[str, Any], properties: OutgoingProperties | None) -> int:
+def header_frame_size(
+    headers: Mapping[str, Any],
+    properties: OutgoingProperties | None,
+    envelope: Envelope | None = None,
+) -> int:
     """Bytes of the content header frame our AMQP session sends for a message with these
-    ``headers`` and ``properties`` (frame overhead included), to compare with ``frame_max``."""
-    props = amqp_properties(headers, properties)
+    ``headers``, ``properties`` and ``envelope`` (frame overhead included), to compare with
+    ``frame_max``."""
+    props = amqp_properties(headers, properties, envelope)
     if not props.message_id:
         props.message_id = _GENERATED_MESSAGE_ID
     return content_header_frame_size(props)
@@ -245,20 +266,31 @@ def check_header_frame(
     headers: Mapping[str, Any],
     properties: OutgoingProperties | None,
     frame_max: int,
-) -> None:
+    envelope: Envelope | None = None,
+) -> bool:
     """PublishError, before anything is sent, when the message's content header frame would
-    exceed ``frame_max`` (the broker would close the connection) or cannot be encoded."""
+    exceed ``frame_max`` (the broker would close the connection) or cannot be encoded.
+
+    Returns whether these ``headers`` fit with any envelope (one counts at its largest,
+    ``ENVELOPE_MAX_BYTES``), so that a caller may check them once; False when only this
+    message's envelope was checked (they are within a kilobyte of the limit)."""
+    limit = frame_max or UNLIMITED_FRAME_MAX
+    fits_any = True
     try:
         size = header_frame_size(headers, properties)
+        if envelope is not None and size + ENVELOPE_MAX_BYTES > limit:
+            size = header_frame_size(headers, properties, envelope)
+            fits_any = False
     except _ENCODE_ERRORS as exc:
         raise unencodable_headers(exchange, routing_key, headers, exc) from None
-    if size > (frame_max or UNLIMITED_FRAME_MAX):
+    if size > limit:
         raise PublishError(
             f"message to exchange {exchange!r} with routing key {routing_key!r} not sent: its "
             f"content header frame (properties and headers) is {size} bytes, over the "
             f"connection's frame_max of {frame_max} bytes, and the broker would close the "
             "connection; send fewer or smaller headers and put the data in the body"
         )
+    return fits_any
 
 
 def unencodable_headers(

@@ -14,6 +14,8 @@
 - ``QueueInfo``, ``ExchangeInfo`` and ``BindingInfo``: what a queue, an exchange and a binding
   look like, in one shape on both brokers (``MemoryBroker.queue_info`` and ``VhostView.queue``
   return equal ``QueueInfo`` for the same queue).
+- ``assert_compatible(OldModel, NewModel)``: whether two versions of an event can read each
+  other's messages during a rolling deploy (for a project's CI).
 - Without pytest: ``find_broker`` finds a RabbitMQ (``AMQP_URL``, a local one, else a
   testcontainers container) or raises ``BrokerNotFoundError``; the ``BrokerHandle`` it returns
   makes and deletes vhosts (``VhostAdminError`` when it cannot).
@@ -21,7 +23,7 @@
 The modules: ``_burst`` (run_until_idle, capture, the outcome), ``_plugin`` (the fixtures),
 ``_broker`` (finding a broker, starting a container, choosing a vhost admin), ``_vhost_admin``
 (what a vhost admin does; ``VhostView``), ``_management_api`` and ``_rabbitmqctl`` (the two
-ways to do it), ``_urls`` (broker URLs and vhost names).
+ways to do it), ``_urls`` (broker URLs and vhost names), ``_compatibility`` (assert_compatible).
 """
 
 from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
@@ -35,6 +37,7 @@ from ._burst import (
     capture,
     run_until_idle,
 )
+from ._compatibility import assert_compatible
 from ._vhost_admin import VhostAdminError, VhostView
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "QueueInfo",
     "VhostAdminError",
     "VhostView",
+    "assert_compatible",
     "capture",
     "find_broker",
     "run_until_idle",

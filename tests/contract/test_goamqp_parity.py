@@ -149,7 +149,7 @@ async def test_transient_stream_consumer_and_the_message_logger(
     ) as stat:
         await publisher.publish(OrderCreated(id="1"))
         await got.wait(1)
-        await stat.close()  # the "in" is logged after the ack
+        await stat.close()
     out, received = sorted(logged, key=lambda m: m.direction != "out")
     assert (out.direction, out.service, out.where) == ("out", "orders", "orders.topic.exchange")
     assert (out.routing_key, out.event) == ("Order.Created", OrderCreated(id="1"))

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from amqp_events import Connection, Publisher, Route, event_stream_consumer, event_stream_publisher
 from amqp_events.testing import VhostView
-from tests.helpers import Collector
+from tests.helpers import Collector, goamqp_part
 
 GOAMQP_QUEUE_ARGS: FieldTable = {"x-expires": 432000000}
 
@@ -126,5 +126,8 @@ async def test_published_message_properties(amqp_events_rabbitmq_vhost_url: str)
     assert message.routing_key == "Order.Created"
     assert message.content_type == "application/json"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert message.headers == {"service": "orders", "trace": "abc"}
+    headers = goamqp_part(message.headers, source="orders", type="Order.Created")
+    assert headers == {"service": "orders", "trace": "abc"}
+    assert message.message_id == message.headers["cloudEvents:id"]
+    assert message.timestamp is not None
     assert json.loads(message.body) == {"id": "7", "amount": 3}

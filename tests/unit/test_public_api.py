@@ -21,6 +21,8 @@ DOCUMENTED = {
     "Headers",
     "LoggedMessage",
     "MemoryBroker",
+    "MessageContextFilter",
+    "Metadata",
     "PublishError",
     "PublishOutcomeUnknown",
     "Publisher",
@@ -52,6 +54,7 @@ DOCUMENTED = {
     "with_queue_options",
     "with_retry_policy",
     "with_type_mapping",
+    "with_upcaster",
 }
 
 

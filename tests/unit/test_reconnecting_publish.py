@@ -20,6 +20,7 @@ from amqp_events import (
     PublishOutcomeUnknown,
     Unroutable,
 )
+from amqp_events._envelope import Envelope
 from amqp_events._topology import ConsumerSpec, Topology
 from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
 from amqp_events._transport._reconnecting import ReconnectingTransport
@@ -70,6 +71,7 @@ class StandInSession:
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         if not self.open:
             raise BrokerConnectionError("stand-in session is closed")
@@ -207,6 +209,7 @@ class PoisonedSession(StandInSession):
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         self.sent += 1
         raise self._die("FRAME_ERROR: the broker closed the connection")

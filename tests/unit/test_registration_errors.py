@@ -17,6 +17,7 @@ from amqp_events import (
     Connection,
     EventRouter,
     Headers,
+    Metadata,
     Publisher,
     PublishError,
     RetryPolicy,
@@ -78,11 +79,23 @@ def test_sync_handler_refused_at_registration() -> None:
 
 
 def test_handler_with_too_many_arguments() -> None:
+    async def four(event: OrderCreated, headers: Headers, metadata: Metadata, extra: int) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="four for 'Order.Created' takes 4 required"):
+        event_stream_consumer("Order.Created", four)
+
+
+def test_a_third_argument_must_be_the_metadata() -> None:
     async def three(event: OrderCreated, headers: Headers, extra: int) -> None:
         pass
 
-    with pytest.raises(ConfigurationError, match="three for 'Order.Created' takes 3 required"):
-        event_stream_consumer("Order.Created", three)
+    async def swapped(event: OrderCreated, metadata: Metadata, headers: Headers) -> None:
+        pass
+
+    for handler in (three, swapped):
+        with pytest.raises(ConfigurationError, match="must be \\(event, headers, metadata"):
+            event_stream_consumer("Order.Created", handler)
 
 
 async def test_overlapping_keys_in_one_queue() -> None:

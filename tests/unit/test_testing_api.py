@@ -30,6 +30,7 @@ DOCUMENTED = {
     "BrokerHandle",
     "BrokerNotFoundError",
     "VhostAdminError",
+    "assert_compatible",
 }
 
 

@@ -8,6 +8,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..._errors import BrokerConnectionError, ConfigurationError
@@ -301,6 +302,7 @@ class MemoryBroker:
         reply_to: str | None = None,
         expiration: int | None = None,
         delivery_mode: int = 2,
+        timestamp: datetime | None = None,
     ) -> int:
         """Route a message as a publisher with confirms would; return how many queues got it.
 
@@ -337,7 +339,13 @@ class MemoryBroker:
             body,
             headers,
             MessageProperties(
-                content_type, message_id, correlation_id, reply_to, expiration, delivery_mode
+                content_type,
+                message_id,
+                correlation_id,
+                reply_to,
+                expiration,
+                delivery_mode,
+                _whole_seconds(timestamp),
             ),
             mandatory=mandatory,
             frame_max=self._frame_max,
@@ -395,3 +403,12 @@ class MemoryBroker:
         raise ``TimeoutError`` after ``timeout`` seconds.
         """
         await self._vhost.wait_until_idle(timeout)
+
+
+def _whole_seconds(when: datetime | None) -> datetime | None:
+    """A timestamp as AMQP carries it: whole seconds (pamqp sends the epoch second)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(int(when.timestamp()), UTC)

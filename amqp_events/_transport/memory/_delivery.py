@@ -32,6 +32,7 @@ class MemoryDelivery(Delivery):
             message.message_id,
             message.correlation_id,
             message.reply_to,
+            message.timestamp,
         )
         self._connection = connection
         self._tag = tag

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 __all__ = ["BindingInfo", "ExchangeInfo", "MessageProperties", "MessageSnapshot", "QueueInfo"]
@@ -21,6 +22,7 @@ class MessageProperties:
     reply_to: str | None = None
     expiration: int | None = None
     delivery_mode: int = 2
+    timestamp: datetime | None = None  # whole seconds, UTC
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ._info import MessageProperties, MessageSnapshot
@@ -28,6 +29,7 @@ class Message:
         "reply_to",
         "routing_keys",
         "seq",
+        "timestamp",
     )
 
     def __init__(
@@ -42,6 +44,7 @@ class Message:
         reply_to: str | None,
         expiration: int | None,
         delivery_mode: int,
+        timestamp: datetime | None = None,
     ) -> None:
         self.body = body
         self.exchange = exchange
@@ -54,6 +57,7 @@ class Message:
         self.reply_to = reply_to
         self.expiration = expiration
         self.delivery_mode = delivery_mode
+        self.timestamp = timestamp
         self.redelivered = False
         # Times a quorum queue got it back (requeued, or its consumer went away): delivered
         # as the x-delivery-count header. Classic queues do not count.
@@ -74,6 +78,7 @@ class Message:
             self.reply_to,
             self.expiration,
             self.delivery_mode,
+            self.timestamp,
         )
 
     def delivered_headers(self, *, count: bool = False) -> dict[str, Any]:
@@ -97,6 +102,7 @@ class Message:
                 reply_to=self.reply_to,
                 expiration=self.expiration,
                 delivery_mode=self.delivery_mode,
+                timestamp=self.timestamp,
             ),
             redelivered=self.redelivered,
         )

@@ -83,6 +83,7 @@ def publish(
             properties.reply_to,
             expiration,
             properties.delivery_mode,
+            properties.timestamp,
         )
         first = False
         if not q.enqueue(message):

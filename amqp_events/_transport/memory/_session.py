@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..._envelope import Envelope
 from ..._errors import BrokerConnectionError, BrokerError
+from ..._naming import CONTENT_TYPE_JSON
 from ..._topology import ConsumerSpec, Topology
 from .._base import OutgoingProperties, SessionHooks, publish_refused
 from .._wire import check_header_frame
@@ -96,15 +98,41 @@ class MemorySession:
         properties: OutgoingProperties | None,
         mandatory: bool,
         confirm_timeout: float | None,
+        envelope: Envelope | None = None,
     ) -> None:
         connection = self._open("publish")
         broker = connection.broker
         if properties is not None or headers is not self._fitting_headers:
-            check_header_frame(exchange, routing_key, headers, properties, broker.frame_max)
-            if properties is None:
+            fits_any = check_header_frame(
+                exchange, routing_key, headers, properties, broker.frame_max, envelope
+            )
+            if fits_any and properties is None:
                 self._fitting_headers = headers
         try:
-            broker.publish(exchange, routing_key, body, headers, properties, mandatory)
+            # As the AMQP session sends them: JSON unless said otherwise.
+            content_type = (properties and properties.content_type) or CONTENT_TYPE_JSON
+            if envelope is None:
+                broker.publish(
+                    exchange,
+                    routing_key,
+                    body,
+                    headers,
+                    properties,
+                    mandatory,
+                    content_type=content_type,
+                )
+            else:
+                broker.publish(
+                    exchange,
+                    routing_key,
+                    body,
+                    {**headers, **envelope.headers},
+                    properties,
+                    mandatory,
+                    content_type=content_type,
+                    message_id=envelope.message_id,
+                    timestamp=envelope.timestamp,
+                )
         except BrokerError as exc:
             # RabbitMQ closes the publish channel and AmqpSession reports a PublishError.
             detail = str(exc).partition(": ")[2]
