@@ -14,7 +14,9 @@ private. The path of a message, module by module:
   ``_handlers``, decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures``
   (retry and dead-letter moves, by the ``_retry`` policy);
 - service to service: ``_requests`` (the responder and awaited requests);
-- seeing what happens: ``_observe`` (observers), ``_message_log`` (a message logger);
+- seeing what happens: ``_observe`` (observers), ``_message_log`` (a message logger),
+  ``_instrument`` (the seam for metrics and tracing: ``_metrics`` for Prometheus,
+  ``_tracing`` for OpenTelemetry, both optional extras, set up by ``_setup/_instruments``);
   ``_errors`` draws the exception tree; ``_cli`` and ``_demo`` are the command line.
 """
 
@@ -54,6 +56,7 @@ from ._setup import (
     event_stream_publisher,
     queue_publisher,
     request_response_handler,
+    serve_metrics,
     service_publisher,
     service_request_consumer,
     service_response_consumer,
@@ -64,8 +67,10 @@ from ._setup import (
     with_concurrency_limit,
     with_message_logger,
     with_prefetch_limit,
+    with_prometheus,
     with_queue_options,
     with_retry_policy,
+    with_tracing,
     with_type_mapping,
     with_upcaster,
 )
@@ -107,6 +112,7 @@ __all__ = [
     "event_stream_publisher",
     "queue_publisher",
     "request_response_handler",
+    "serve_metrics",
     "service_publisher",
     "service_request_consumer",
     "service_response_consumer",
@@ -117,8 +123,10 @@ __all__ = [
     "with_concurrency_limit",
     "with_message_logger",
     "with_prefetch_limit",
+    "with_prometheus",
     "with_queue_options",
     "with_retry_policy",
+    "with_tracing",
     "with_type_mapping",
     "with_upcaster",
 ]

@@ -23,6 +23,7 @@ from ._observe import Observer, Observers
 from ._publisher import Publisher
 from ._requests import PendingRequests, send_service_response
 from ._setup import Setup
+from ._setup._instruments import instrument_for
 from ._startup import check_publishers_free, log_topology, make_dispatchers, plan_of, resolve_all
 from ._topology import ConsumerSpec, Topology
 from ._transport import transport_for
@@ -185,6 +186,8 @@ class Connection(Registrations):
         plan = plan_of(self._service, self._all_setups(setups))
         resolved = resolve_all(plan)
         check_publishers_free(plan)
+        # Metrics, tracing: set before the dispatchers are made, which pick their path by it.
+        self._observers.instrument = instrument_for(plan, self._service, self._urls)
         transport = transport_for(
             self._urls,
             connection_name=naming.connection_name(self._service, VERSION),
@@ -227,9 +230,11 @@ class Connection(Registrations):
                     self._observers,
                 )
                 self._publishers.append(publisher)
+            for use in plan.transport_users:
+                use(transport)
             for dispatcher in dispatchers:
                 await transport.consume(
-                    ConsumerSpec(dispatcher.queue, dispatcher.on_delivery, plan.prefetch)
+                    ConsumerSpec(dispatcher.queue, dispatcher.consumer_callback, plan.prefetch)
                 )
         except BaseException:
             # Moves under way stop trying and requeue their messages, as at a close.
@@ -278,6 +283,7 @@ class Connection(Registrations):
             routing_key,
             response,
             headers,
+            self._observers.instrument,
         )
         observer = self._observers.current
         if observer is not None:
@@ -300,6 +306,8 @@ class Connection(Registrations):
         if isinstance(exc, ReconnectFailed):
             self._failure = exc
             self._stopped.set()
+        elif exc is not None and self._observers.instrument is not None:
+            self._observers.instrument.connection_lost(self._service)  # it reconnects now
 
     async def close(self) -> None:
         """Stop consuming, let running handlers finish (up to ``shutdown_timeout``), close.

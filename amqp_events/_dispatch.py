@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._codec import Decoder
@@ -27,6 +27,7 @@ from ._failures import FailureRouter, describe
 from ._handlers import ResolvedHandler, Takes, handler_name
 from ._headers import Headers
 from ._inflight import InFlight
+from ._instrument import Instrument, WatchedDelivery
 from ._metadata import Metadata, metadata_of, schema_version_of
 from ._observe import Observers
 from ._requests import PendingRequests, Responder
@@ -78,6 +79,24 @@ async def invoke(
     return await handler.handler(event, Headers(delivery.headers, metadata), metadata())
 
 
+async def _watched_invoke(
+    handler: ResolvedHandler, event: Any, delivery: Delivery, key: str, failures: FailureRouter
+) -> Any:
+    """``invoke`` for an instrumented dispatcher, whose deliveries are ``WatchedDelivery``."""
+    assert isinstance(delivery, WatchedDelivery)
+    delivery.handler_ran = True
+    probe = delivery.probe
+    probe.handler_started()
+    try:
+        result = await invoke(handler, event, delivery, key, failures)
+    except BaseException as exc:
+        delivery.handler_error = exc
+        probe.handler_finished(exc)
+        raise
+    probe.handler_finished(None)
+    return result
+
+
 def _cancelled_from_outside() -> bool:
     """Whether this task is being cancelled (shutdown deadline), as opposed to a handler that
     raised CancelledError of its own (a timeout or a cancelled inner task it let escape)."""
@@ -97,6 +116,8 @@ class QueueDispatcher:
         "_by_key",
         "_failures",
         "_in_flight",
+        "_instrument",
+        "_invoke",
         "_limit",
         "_observers",
         "_patterns",
@@ -133,6 +154,14 @@ class QueueDispatcher:
         self._observers = observers
         self._versions = versions
         self._observers.add_decoders(queue, self._decoder_for_key)
+        # Fixed at start: without an instrument, deliveries take the plain path, unchanged.
+        self._instrument: Instrument | None = observers.instrument
+        self._invoke = invoke if self._instrument is None else _watched_invoke
+
+    @property
+    def consumer_callback(self) -> Callable[[Delivery], Awaitable[None]]:
+        """What the transport calls with each delivery of ``queue``."""
+        return self.on_delivery if self._instrument is None else self._on_delivery_watched
 
     def handler_for(self, routing_key: str) -> ResolvedHandler | None:
         try:
@@ -178,6 +207,22 @@ class QueueDispatcher:
                 await delivery.reject(requeue=True)
         finally:
             in_flight.leave()
+
+    async def _on_delivery_watched(self, delivery: Delivery) -> None:
+        """``on_delivery``, seen by the connection's instrument from arrival to settlement."""
+        instrument = self._instrument
+        assert instrument is not None
+        failures = self._failures
+        key = failures.routing_key_of(delivery)
+        handler = self.handler_for(key)
+        # The registered key, never the incoming one (it may carry ids): a bounded label.
+        pattern = handler.routing_key if handler is not None else ""
+        probe = instrument.consuming(failures.service, self.queue, pattern, key, delivery)
+        watched = WatchedDelivery(delivery, probe)
+        try:
+            await self.on_delivery(watched)
+        finally:
+            probe.finished(*watched.settled_outcome())
 
     async def _dispatch(self, delivery: Delivery) -> None:
         failures = self._failures
@@ -244,7 +289,7 @@ class QueueDispatcher:
         token = handling.set(Handling(delivery))
         try:
             try:
-                result = await invoke(handler, event, delivery, key, failures)
+                result = await self._invoke(handler, event, delivery, key, failures)
             except Drop as dropped:
                 log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
                 await self._tell_caller(delivery, key, dropped)
@@ -347,7 +392,7 @@ class QueueDispatcher:
                 type(exc).__name__,
                 safe_text(describe(exc), LOGGED_TEXT_MAX_BYTES),
             )
-        await failures.retry(delivery, key, attempt, delay_ms)
+        await failures.retry(delivery, key, attempt, delay_ms, exc)
 
     async def _answer_error(
         self, delivery: Delivery, key: str, attempt: int, exc: BaseException

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENVELOPE_MAX_BYTES",
+    "PROPAGATION_MAX_BYTES",
+    "PROPAGATION_MAX_HEADERS",
     "Envelope",
     "Handling",
     "MessageContextFilter",
@@ -40,7 +42,16 @@ __all__ = [
 MAX_ID_CHARS: Final = 200
 # What the envelope adds to a content header frame at most: its four headers and two
 # properties, names and values, with AMQP's length prefixes and type tags (checked in tests).
-ENVELOPE_MAX_BYTES: Final = 4 * (1 + 32 + 1 + 4 + MAX_ID_CHARS) + 2 * (1 + 64) + 8
+# Trace context a tracer adds (traceparent, tracestate, baggage): bounded by the tracer.
+PROPAGATION_MAX_HEADERS: Final = 4
+PROPAGATION_MAX_BYTES: Final = 2048
+ENVELOPE_MAX_BYTES: Final = (
+    4 * (1 + 32 + 1 + 4 + MAX_ID_CHARS)
+    + 2 * (1 + 64)
+    + 8
+    + PROPAGATION_MAX_HEADERS * (1 + 1 + 4)
+    + PROPAGATION_MAX_BYTES
+)
 
 _VERSION_MASK: Final = ~(0xF000 << 64) & ~(0xC000 << 48)
 _VERSION_BITS: Final = (0x4000 << 64) | (0x8000 << 48)

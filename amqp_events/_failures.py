@@ -26,6 +26,7 @@ from typing import Any
 from . import _naming as naming
 from ._errors import Unroutable
 from ._inflight import InFlight
+from ._instrument import DEAD_LETTERED, REQUEUED, RETRIED, moved
 from ._observe import Observers
 from ._retry import MAX_ATTEMPTS, DeadReason, RetryPolicy
 from ._transport._base import Delivery, OutgoingProperties, Transport
@@ -133,11 +134,25 @@ class FailureRouter:
 
     # -- moves ----------------------------------------------------------------------------------
 
-    async def retry(self, delivery: Delivery, key: str, attempt: int, delay_ms: int) -> None:
-        """Republish for another attempt after ``delay_ms``, then ack the original."""
+    async def retry(
+        self,
+        delivery: Delivery,
+        key: str,
+        attempt: int,
+        delay_ms: int,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Republish for another attempt after ``delay_ms``, then ack the original.
+
+        ``cause`` is what made the attempt fail (for an instrument)."""
         headers = self._carried(delivery, key)
         headers[naming.ATTEMPT_HEADER] = attempt + 1
-        await self._move(delivery, naming.retry_queue(self.queue, delay_ms), headers)
+        retry_queue = naming.retry_queue(self.queue, delay_ms)
+        if (
+            await self._move(delivery, retry_queue, headers)
+            and self._observers.instrument is not None
+        ):
+            moved(delivery, RETRIED, retry_queue, cause)
 
     async def redelivered(self, delivery: Delivery, key: str, policy: RetryPolicy) -> bool:
         """Count a redelivery: the consumer that had the message died without settling it.
@@ -168,7 +183,11 @@ class FailureRouter:
         # must be processed by then, or both would come back and the count would restart.
         self.checkpointing += 1
         try:
-            await self._move(delivery, self.queue, headers, ack_processed=True)
+            if (
+                await self._move(delivery, self.queue, headers, ack_processed=True)
+                and self._observers.instrument is not None
+            ):
+                moved(delivery, REQUEUED, "redelivered", None)
         finally:
             self.checkpointing -= 1
             if not self.checkpointing and self._checkpoints_done is not None:
@@ -218,6 +237,8 @@ class FailureRouter:
             safe_text(text, EXCEPTION_MESSAGE_MAX_BYTES),
         )
         if await self._move(delivery, self._dlq, headers):
+            if self._observers.instrument is not None:
+                moved(delivery, DEAD_LETTERED, reason, cause)
             observer = self._observers.current
             if observer is not None:
                 observer.dead_lettered(

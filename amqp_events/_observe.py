@@ -1,15 +1,19 @@
-"""Observers: what a connection did, for tests (and later metrics and tracing).
+"""Observers: what a connection did, for tests and the message logger; and its instrument.
 
 Each connection has one ``Observers`` slot; the dispatch and publish paths check it once per
-message and call the observer only when one is attached.
+message and call the observer only when one is attached. Metrics and tracing ride beside it in
+``instrument`` (see ``_instrument``), fixed when the connection starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._codec import Decoder
+
+if TYPE_CHECKING:
+    from ._instrument import Instrument
 
 __all__ = ["Observer", "Observers"]
 
@@ -44,12 +48,14 @@ class Observers:
     """The observers attached to one connection (usually none), and what they may ask of its
     dispatchers."""
 
-    __slots__ = ("_attached", "_decoders", "current")
+    __slots__ = ("_attached", "_decoders", "current", "instrument")
 
     def __init__(self) -> None:
         self._attached: list[Observer] = []
         self._decoders: dict[str, Callable[[str], Decoder | None]] = {}
         self.current: Observer | None = None  # what the hot paths look at
+        # Metrics and tracing (with_prometheus, with_tracing): set before dispatchers are made.
+        self.instrument: Instrument | None = None
 
     def attach(self, observer: Observer) -> None:
         self._attached.append(observer)

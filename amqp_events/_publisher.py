@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
@@ -23,13 +24,14 @@ from ._errors import (
     Unroutable,
 )
 from ._headers import check_user_headers
+from ._instrument import publish_with
 from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
 from ._requests import PendingRequests, raise_if_error
 from ._routes import Route, TypeMapping
 from ._transport._base import OutgoingProperties, Transport
 
-__all__ = ["Destination", "Publisher"]
+__all__ = ["Destination", "PreparedPublish", "Publisher"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,19 @@ class Destination:
             f"bound to exchange {self.exchange!r} for that key; start the service (it declares "
             "its request queue) or check the routing key"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPublish:
+    """One publish, ready to send as it is (``Publisher._prepare``): the outbox keeps these."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]  # the envelope's included
+    message_id: str
+    timestamp: datetime
+    mandatory: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,21 +226,53 @@ class Publisher:
         target = self._target or self._require_target()
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
         destination = target.destination
+        instrument = target.observers.instrument
         try:
-            await target.transport.publish(
-                destination.exchange,
-                key,
-                encode(event),
-                self._headers(target, key, headers),
-                mandatory=destination.mandatory if mandatory is None else mandatory,
-                envelope=outgoing_envelope(),
-            )
+            if instrument is None:
+                await target.transport.publish(
+                    destination.exchange,
+                    key,
+                    encode(event),
+                    self._headers(target, key, headers),
+                    mandatory=destination.mandatory if mandatory is None else mandatory,
+                    envelope=outgoing_envelope(),
+                )
+            else:
+                await publish_with(
+                    instrument,
+                    target.transport,
+                    target.service,
+                    destination.exchange,
+                    key,
+                    encode(event),
+                    self._headers(target, key, headers),
+                    mandatory=destination.mandatory if mandatory is None else mandatory,
+                    envelope=outgoing_envelope(),
+                )
         except Unroutable as exc:
             raise destination.unroutable(key, exc) from exc
         log.debug("%s: published %r to %r", target.service, key, destination.exchange)
         observer = target.observers.current
         if observer is not None:
             observer.published(target.service, destination.exchange, key, event)
+
+    def _prepare(
+        self, event: BaseModel, headers: Mapping[str, Any] | None = None
+    ) -> PreparedPublish:
+        """Everything a publish of ``event`` would send, without sending it: for the outbox,
+        which stores it in the caller's transaction and publishes it later, unchanged."""
+        target = self._target or self._require_target()
+        key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
+        envelope = outgoing_envelope()
+        return PreparedPublish(
+            exchange=target.destination.exchange,
+            routing_key=key,
+            body=encode(event),
+            headers={**self._headers(target, key, headers), **envelope.headers},
+            message_id=envelope.message_id,
+            timestamp=envelope.timestamp,
+            mandatory=target.destination.mandatory,
+        )
 
     async def publish_many(
         self,
@@ -331,24 +378,44 @@ class Publisher:
         correlation_id = uuid.uuid4().hex
         waiting = "for one of the max_pending slots (every one was taken)"
         deadline = asyncio.timeout(timeout)
+        instrument = target.observers.instrument
         try:
             async with deadline, pending.slots():
                 response = pending.expect(correlation_id)
+                if instrument is not None:
+                    instrument.pending_requests(target.service, pending.target, 1)
                 try:
                     waiting = "for the broker to confirm the request (it may have been sent)"
-                    await target.transport.publish(
-                        destination.exchange,
-                        key,
-                        body,
-                        sent_headers,
-                        properties=OutgoingProperties(correlation_id=correlation_id),
-                        mandatory=destination.mandatory,
-                        envelope=outgoing_envelope(),
-                    )
+                    properties = OutgoingProperties(correlation_id=correlation_id)
+                    if instrument is None:
+                        await target.transport.publish(
+                            destination.exchange,
+                            key,
+                            body,
+                            sent_headers,
+                            properties=properties,
+                            mandatory=destination.mandatory,
+                            envelope=outgoing_envelope(),
+                        )
+                    else:
+                        await publish_with(
+                            instrument,
+                            target.transport,
+                            target.service,
+                            destination.exchange,
+                            key,
+                            body,
+                            sent_headers,
+                            properties=properties,
+                            mandatory=destination.mandatory,
+                            envelope=outgoing_envelope(),
+                        )
                     waiting = "for the response"
                     delivery = await response
                 finally:
                     pending.forget(correlation_id)
+                    if instrument is not None:
+                        instrument.pending_requests(target.service, pending.target, -1)
         except Unroutable as exc:
             raise destination.unroutable(key, exc) from exc
         except TimeoutError:

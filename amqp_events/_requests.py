@@ -21,7 +21,9 @@ from ._envelope import envelope_constants, outgoing_envelope
 from ._errors import ConfigurationError, PublishError, RemoteError
 from ._failures import describe
 from ._headers import check_user_headers
+from ._instrument import Instrument, publish_with
 from ._naming import ERROR_HEADER, ERROR_TYPE_HEADER, SERVICE_HEADER, response_exchange
+from ._observe import Observers
 from ._topology import Topology
 from ._transport._base import Delivery, OutgoingProperties, Transport
 from ._transport._wire import safe_text
@@ -45,12 +47,15 @@ MAX_PENDING_REQUESTS = 10_000
 class Responder:
     """Publishes a request handler's return value to the caller's response queue."""
 
-    __slots__ = ("_exchange", "service", "transport")
+    __slots__ = ("_exchange", "_observers", "service", "transport")
 
-    def __init__(self, service: str, transport: Transport) -> None:
+    def __init__(
+        self, service: str, transport: Transport, observers: Observers | None = None
+    ) -> None:
         self.service = service
         self._exchange = response_exchange(service)
         self.transport = transport
+        self._observers = observers  # its instrument sees the responses
 
     def caller_of(self, delivery: Delivery) -> str | None:
         caller = delivery.headers.get(SERVICE_HEADER)
@@ -100,11 +105,49 @@ class Responder:
         )
         # Mandatory: a response that no caller's queue takes would vanish; the request is
         # dead-lettered instead.
-        await self.transport.publish(
+        await _publish(
+            self.transport,
+            None if self._observers is None else self._observers.instrument,
+            self.service,
             self._exchange,
             key,
             body,
             {**extra, **envelope_constants(self.service, key), SERVICE_HEADER: caller},
+            properties=properties,
+        )
+
+
+async def _publish(
+    transport: Transport,
+    instrument: Instrument | None,
+    service: str,
+    exchange: str,
+    key: str,
+    body: bytes,
+    headers: Mapping[str, Any],
+    *,
+    properties: OutgoingProperties | None = None,
+) -> None:
+    """A response's publish, mandatory, seen by the connection's instrument if it has one."""
+    if instrument is None:
+        await transport.publish(
+            exchange,
+            key,
+            body,
+            headers,
+            properties=properties,
+            mandatory=True,
+            envelope=outgoing_envelope(),
+        )
+    else:
+        await publish_with(
+            instrument,
+            transport,
+            service,
+            exchange,
+            key,
+            body,
+            headers,
             properties=properties,
             mandatory=True,
             envelope=outgoing_envelope(),
@@ -168,6 +211,7 @@ async def send_service_response(
     routing_key: str,
     response: BaseModel,
     headers: Mapping[str, Any] | None,
+    instrument: Instrument | None = None,
 ) -> None:
     """``Connection.publish_service_response``: a response no request handler returned."""
     exchange = response_exchange(service)
@@ -183,7 +227,10 @@ async def send_service_response(
         )
     if headers:
         check_user_headers(headers)
-    await transport.publish(
+    await _publish(
+        transport,
+        instrument,
+        service,
         exchange,
         routing_key,
         encode(response),
@@ -192,6 +239,4 @@ async def send_service_response(
             **envelope_constants(service, routing_key),
             SERVICE_HEADER: target_service,
         },
-        mandatory=True,
-        envelope=outgoing_envelope(),
     )

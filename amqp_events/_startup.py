@@ -71,7 +71,7 @@ def make_dispatchers(
     """One dispatcher per consumed queue, with its failure router, over ``transport``."""
     limit = asyncio.Semaphore(plan.concurrency_limit) if plan.concurrency_limit else None
     versions = Versions(plan.type_mapping, plan.upcasters)
-    responder = Responder(service, transport) if plan.request_queues else None
+    responder = Responder(service, transport, observers) if plan.request_queues else None
     return [
         QueueDispatcher(
             queue,

@@ -1,4 +1,4 @@
-"""The amqp-events command line: run, topology, asyncapi, dlq, check, demo, --version.
+"""The amqp-events command line: run, topology, asyncapi, dlq, check, publish, demo, --version.
 
 ``_parser`` defines the commands and their help texts, ``_commands`` what each one does; here
 ``main`` runs one. Every failure a user can fix ends with one line on stderr and an exit code of

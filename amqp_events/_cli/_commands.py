@@ -22,7 +22,15 @@ from .._url import URL_ENVIRONMENT_VARIABLE as URL_ENV
 from .._url import check_urls, redact
 from ._errors import EXIT_FOUND_PROBLEMS, CliError
 
-__all__ = ["cmd_asyncapi", "cmd_check", "cmd_demo", "cmd_dlq", "cmd_run", "cmd_topology"]
+__all__ = [
+    "cmd_asyncapi",
+    "cmd_check",
+    "cmd_demo",
+    "cmd_dlq",
+    "cmd_publish",
+    "cmd_run",
+    "cmd_topology",
+]
 
 
 def _out(text: str) -> None:
@@ -250,3 +258,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not ok:
         print("demo failed: some events did not arrive (listed above)", file=sys.stderr)
     return 0 if ok else 1
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from ._broker import broker_url
+    from ._publish import parse_body, parse_headers, publish_one
+
+    url = broker_url(_url_of(args), "publish")
+    body = parse_body(args.json_body)
+    headers = parse_headers(args.header)
+    message_id = asyncio.run(
+        publish_one(
+            url,
+            args.exchange,
+            args.routing_key,
+            body,
+            headers,
+            service=args.service,
+            mandatory=args.mandatory,
+        )
+    )
+    _out(f"published {args.routing_key!r} to {args.exchange!r}: message id {message_id}")
+    return 0

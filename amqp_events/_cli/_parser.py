@@ -13,7 +13,15 @@ from typing import Any
 
 from .._url import URL_ENVIRONMENT_VARIABLE as URL_ENV
 from .._version import VERSION
-from ._commands import cmd_asyncapi, cmd_check, cmd_demo, cmd_dlq, cmd_run, cmd_topology
+from ._commands import (
+    cmd_asyncapi,
+    cmd_check,
+    cmd_demo,
+    cmd_dlq,
+    cmd_publish,
+    cmd_run,
+    cmd_topology,
+)
 
 __all__ = ["build_parser"]
 
@@ -57,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_asyncapi(subparsers)
     _add_dlq(subparsers)
     _add_check(subparsers)
+    _add_publish(subparsers)
     _add_demo(subparsers)
     return parser
 
@@ -105,6 +114,40 @@ def _add_run(subparsers: Subparsers) -> None:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="logging level (default info)",
+    )
+
+
+def _add_publish(subparsers: Subparsers) -> None:
+    publish = _command(
+        subparsers,
+        "publish",
+        cmd_publish,
+        help="send one event by hand, with the envelope a service gives it",
+        description="Publishes JSON to EXCHANGE with routing key KEY, persistent and confirmed, "
+        "with a fresh message id, the time and the CloudEvents headers, as a service would. "
+        "Mandatory by default: an event no queue takes is reported (exit 1), not dropped.",
+    )
+    publish.add_argument("exchange", metavar="EXCHANGE", help="e.g. events.topic.exchange")
+    publish.add_argument("routing_key", metavar="KEY", help="e.g. Order.Created")
+    publish.add_argument("json_body", metavar="JSON", help='the event, e.g. \'{"id": "1"}\'')
+    publish.add_argument("--url", help=URL_HELP)
+    publish.add_argument(
+        "--service",
+        default="amqp-events-cli",
+        help="the service it is sent as: its service header and source (default amqp-events-cli)",
+    )
+    publish.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a header to send; repeat for more; a JSON value (1, true) is sent as that",
+    )
+    publish.add_argument(
+        "--no-mandatory",
+        dest="mandatory",
+        action="store_false",
+        help="send even if no queue is bound for KEY (the broker drops it)",
     )
 
 

@@ -3,7 +3,8 @@
 - ``_builder``: the ``SetupBuilder`` that every setup fills in, and the ``Setup`` type;
 - ``_streams``: topic streams and the queue publisher (publish/subscribe);
 - ``_services``: requests and responses between services;
-- ``_options``: prefetch, retries, concurrency, queue options, type mapping, listeners.
+- ``_options``: prefetch, retries, concurrency, queue options, type mapping, listeners;
+- ``_instruments``: metrics and tracing (optional extras), and a metrics endpoint.
 
 A setup only records what to declare and consume; ``Connection.start`` applies every setup to a
 builder, checks the whole result, and only then touches the broker.
@@ -12,6 +13,7 @@ builder, checks the whole result, and only then touches the broker.
 from __future__ import annotations
 
 from ._builder import Setup, SetupBuilder
+from ._instruments import serve_metrics, with_prometheus, with_tracing
 from ._options import (
     close_listener,
     with_concurrency_limit,
@@ -46,6 +48,7 @@ __all__ = [
     "event_stream_publisher",
     "queue_publisher",
     "request_response_handler",
+    "serve_metrics",
     "service_publisher",
     "service_request_consumer",
     "service_response_consumer",
@@ -56,8 +59,10 @@ __all__ = [
     "with_concurrency_limit",
     "with_message_logger",
     "with_prefetch_limit",
+    "with_prometheus",
     "with_queue_options",
     "with_retry_policy",
+    "with_tracing",
     "with_type_mapping",
     "with_upcaster",
 ]

@@ -23,7 +23,7 @@ from .._retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from .._routes import TypeMapping
 from .._topics import validate_routing_key
 from .._topology import BindingSpec, ExchangeSpec, ExchangeType, QueueSpec, Topology
-from .._transport._base import CloseCallback
+from .._transport._base import CloseCallback, Transport
 from .._versions import Upcaster
 
 __all__ = [
@@ -73,6 +73,9 @@ class SetupPlan:
         self.message_loggers: list[MessageLogger] = []
         self.tasks: list[tuple[str, BackgroundWork]] = []
         self.upcasters: dict[str, dict[int, Upcaster]] = {}
+        # Package-internal users of the live transport (the outbox relay): called once the
+        # topology is declared, before consumers start; the transport reconnects by itself.
+        self.transport_users: list[Callable[[Transport], None]] = []
 
     def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
         consumers = self.consume_queue(queue, transient=transient)

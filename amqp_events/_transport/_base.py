@@ -27,7 +27,14 @@ CloseCallback = Callable[[BaseException | None], None]
 class OutgoingProperties:
     """Optional AMQP properties of a published message; the common case passes none."""
 
-    __slots__ = ("content_type", "correlation_id", "expiration", "message_id", "reply_to")
+    __slots__ = (
+        "content_type",
+        "correlation_id",
+        "expiration",
+        "message_id",
+        "reply_to",
+        "timestamp",
+    )
 
     def __init__(
         self,
@@ -37,12 +44,14 @@ class OutgoingProperties:
         reply_to: str | None = None,
         message_id: str | None = None,
         expiration: int | None = None,
+        timestamp: datetime | None = None,
     ) -> None:
         self.content_type = content_type
         self.correlation_id = correlation_id
         self.reply_to = reply_to
         self.message_id = message_id
         self.expiration = expiration  # ms
+        self.timestamp = timestamp  # whole seconds on the wire
 
 
 class Delivery:

@@ -233,7 +233,7 @@ def amqp_properties(
         reply_to=properties.reply_to,
         message_id=envelope.message_id if envelope is not None else properties.message_id,
         expiration=str(properties.expiration) if properties.expiration else None,
-        timestamp=envelope.timestamp if envelope is not None else None,
+        timestamp=envelope.timestamp if envelope is not None else properties.timestamp,
     )
 
 

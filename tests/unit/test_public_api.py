@@ -41,6 +41,7 @@ DOCUMENTED = {
     "event_stream_publisher",
     "queue_publisher",
     "request_response_handler",
+    "serve_metrics",
     "service_publisher",
     "service_request_consumer",
     "service_response_consumer",
@@ -51,8 +52,10 @@ DOCUMENTED = {
     "with_concurrency_limit",
     "with_message_logger",
     "with_prefetch_limit",
+    "with_prometheus",
     "with_queue_options",
     "with_retry_policy",
+    "with_tracing",
     "with_type_mapping",
     "with_upcaster",
 }

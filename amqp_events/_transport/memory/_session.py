@@ -120,6 +120,7 @@ class MemorySession:
                     properties,
                     mandatory,
                     content_type=content_type,
+                    timestamp=properties.timestamp if properties is not None else None,
                 )
             else:
                 broker.publish(
