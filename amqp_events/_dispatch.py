@@ -189,6 +189,9 @@ class QueueDispatcher:
             await delivery.reject(requeue=True)
             return
         in_flight.enter()
+        # What the handler (and its response) publishes carries this message's correlation, and
+        # every log record about it its ids (MessageContextFilter).
+        token = handling.set(Handling(delivery))
         try:
             if self._limit is None:
                 await self._dispatch(delivery)
@@ -206,6 +209,7 @@ class QueueDispatcher:
                 await asyncio.sleep(_BUG_PAUSE)  # a bug that repeats must not spin
                 await delivery.reject(requeue=True)
         finally:
+            handling.reset(token)
             in_flight.leave()
 
     async def _on_delivery_watched(self, delivery: Delivery) -> None:
@@ -285,55 +289,50 @@ class QueueDispatcher:
         observer = self._observers.current
         if observer is not None:
             observer.received(failures.service, self.queue, key, event)
-        # What the handler (and its response) publishes carries this message's correlation.
-        token = handling.set(Handling(delivery))
         try:
-            try:
-                result = await self._invoke(handler, event, delivery, key, failures)
-            except Drop as dropped:
-                log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
-                await self._tell_caller(delivery, key, dropped)
-                await delivery.ack()
-                return
-            except Ack:
-                result = None
-            except Reject as exc:
-                await self._tell_caller(delivery, key, exc)
-                await failures.dead_letter(
-                    delivery, key, failures.attempt_of(delivery), DeadReason.REJECTED, exc
-                )
-                return
-            except Exception as exc:
-                await self._failed(handler, delivery, key, exc)
-                return
-            except asyncio.CancelledError as exc:
-                if _cancelled_from_outside():
-                    # Shutdown's deadline: the message goes back to its queue unhandled.
-                    await delivery.reject(requeue=True)
-                    raise
-                await self._failed(handler, delivery, key, exc)
-                return
-            except (KeyboardInterrupt, SystemExit):
+            result = await self._invoke(handler, event, delivery, key, failures)
+        except Drop as dropped:
+            log.debug("handler dropped %r from %r: %s", key, self.queue, dropped.reason)
+            await self._tell_caller(delivery, key, dropped)
+            await delivery.ack()
+            return
+        except Ack:
+            result = None
+        except Reject as exc:
+            await self._tell_caller(delivery, key, exc)
+            await failures.dead_letter(
+                delivery, key, failures.attempt_of(delivery), DeadReason.REJECTED, exc
+            )
+            return
+        except Exception as exc:
+            await self._failed(handler, delivery, key, exc)
+            return
+        except asyncio.CancelledError as exc:
+            if _cancelled_from_outside():
+                # Shutdown's deadline: the message goes back to its queue unhandled.
                 await delivery.reject(requeue=True)
                 raise
-            except BaseException as exc:  # a handler's own BaseException is a failure like any
-                await self._failed(handler, delivery, key, exc)
+            await self._failed(handler, delivery, key, exc)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            await delivery.reject(requeue=True)
+            raise
+        except BaseException as exc:  # a handler's own BaseException is a failure like any
+            await self._failed(handler, delivery, key, exc)
+            return
+        if responder is not None:
+            try:
+                await responder.send(delivery, key, result)
+            except AmqpEventsError as exc:
+                await failures.dead_letter(
+                    delivery, key, failures.attempt_of(delivery), DeadReason.HANDLER_FAILED, exc
+                )
                 return
-            if responder is not None:
-                try:
-                    await responder.send(delivery, key, result)
-                except AmqpEventsError as exc:
-                    await failures.dead_letter(
-                        delivery, key, failures.attempt_of(delivery), DeadReason.HANDLER_FAILED, exc
-                    )
-                    return
-            await delivery.ack()
-            log.debug("%s: handled %r from %r", failures.service, key, self.queue)
-            observer = self._observers.current
-            if observer is not None:
-                observer.handled(failures.service, self.queue, key, event)
-        finally:
-            handling.reset(token)
+        await delivery.ack()
+        log.debug("%s: handled %r from %r", failures.service, key, self.queue)
+        observer = self._observers.current
+        if observer is not None:
+            observer.handled(failures.service, self.queue, key, event)
 
     async def _unhandled(self, delivery: Delivery, key: str) -> None:
         if self._pending is not None and delivery.correlation_id is not None:

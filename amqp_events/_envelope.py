@@ -91,7 +91,7 @@ class Envelope:
 
     __slots__ = ("headers", "message_id", "timestamp")
 
-    def __init__(self, message_id: str, timestamp: datetime, headers: Mapping[str, Any]) -> None:
+    def __init__(self, message_id: str, timestamp: datetime, headers: dict[str, Any]) -> None:
         self.message_id = message_id
         self.timestamp = timestamp
         self.headers = headers

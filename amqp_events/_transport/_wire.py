@@ -26,6 +26,7 @@ from .._naming import (
     DELIVERY_MODE_PERSISTENT,
 )
 from ._base import OutgoingProperties
+from ._precoded import PrecodedProperties, precoded_headers
 
 __all__ = [
     "CONTENT_HEADER_PREFIX",
@@ -208,9 +209,9 @@ def amqp_properties(
     """The properties our AMQP session sends with a message (persistent, JSON by default);
     the ``envelope``'s headers go over ``headers``, its id and time into the properties."""
     if envelope is not None:
-        table = {**headers, **envelope.headers}
+        table = precoded_headers(headers, envelope.headers)
         if properties is None:
-            return spec.Basic.Properties(
+            return PrecodedProperties(
                 content_type=CONTENT_TYPE_JSON,
                 delivery_mode=DELIVERY_MODE_PERSISTENT,
                 headers=table,
@@ -225,7 +226,7 @@ def amqp_properties(
                 delivery_mode=DELIVERY_MODE_PERSISTENT,
                 headers=table,
             )
-    return spec.Basic.Properties(
+    return PrecodedProperties(
         content_type=properties.content_type or CONTENT_TYPE_JSON,
         delivery_mode=DELIVERY_MODE_PERSISTENT,
         headers=table,

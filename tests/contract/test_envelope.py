@@ -3,17 +3,21 @@ attributes, and a correlation that flows from handler to handler with no code in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import pytest
 from pydantic import BaseModel
 
 from amqp_events import (
     Connection,
     Headers,
+    MessageContextFilter,
     Metadata,
     Publisher,
     RetryPolicy,
@@ -193,3 +197,32 @@ async def test_the_message_id_stays_the_same_through_retries_and_the_dead_letter
     assert dead.message_id == first.message_id
     assert dead.headers["cloudEvents:id"] == first.message_id
     assert dead.headers["cloudEvents:correlationid"] == first.message_id
+
+
+async def test_log_records_about_a_message_carry_its_ids(
+    amqp_events_broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dead-letter warning of an undecodable message names its ids (MessageContextFilter),
+    though no handler ever ran."""
+    caplog.handler.addFilter(MessageContextFilter())
+    caplog.set_level(logging.WARNING, logger="amqp_events")
+    dead: Collector[str] = Collector()
+    conn = Connection("strict", amqp_events_broker_url)
+
+    @conn.event_stream_consumer("Order.Created")
+    async def on_created(event: OrderCreated) -> None:
+        raise AssertionError("an undecodable body reaches no handler")
+
+    wrong = Publisher(Route(PaymentRequested, "Order.Created"))  # a body of the wrong shape
+    async with conn:
+        await conn.start(event_stream_publisher(wrong))
+        with_message_log = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
+        await wrong.publish(PaymentRequested(order="x"))
+        while not with_message_log:
+            await asyncio.sleep(0.01)
+            with_message_log = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
+        dead.add("seen")
+    [record] = with_message_log
+    taken = await take(amqp_events_broker_url, "events.topic.exchange.queue.strict.dlq")
+    assert record.message_id == taken.message_id  # type: ignore[attr-defined]
+    assert record.correlation_id == taken.message_id  # type: ignore[attr-defined]
