@@ -1,4 +1,4 @@
-"""Benchmarks: raw aio-pika, amqp-events and FastStream on the same workloads and broker.
+"""Benchmarks: raw aio-pika, amqp-events, FastStream and Go (amqp091-go) on one broker.
 
 Run ``python -m benchmarks`` from the repository root (``--help`` lists the options).
 """

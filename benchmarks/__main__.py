@@ -1,4 +1,8 @@
-"""``python -m benchmarks``: raw aio-pika, amqp-events and FastStream on the same workloads.
+"""``python -m benchmarks``: raw aio-pika, amqp-events, FastStream and Go on the same workloads.
+
+Go (client ``go-amqp091``, amqp091-go, the reference) runs when ``go`` is on PATH and the
+amqp091-go source is installed (Debian: golang-go, golang-github-rabbitmq-amqp091-go-dev);
+otherwise it is skipped with a note, as FastStream is when it is not installed.
 
 Workloads (``--only`` takes these names, or client names, comma-separated or repeated):
 

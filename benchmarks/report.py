@@ -15,7 +15,8 @@ from typing import Any
 from amqp_events._url import redact
 
 from .common import PREFETCH, Sample
-from .runner import BASELINE, Report, Result
+from .runner import BASELINE, REFERENCE, Report, Result
+from .workloads_go import go_version
 
 __all__ = ["Summary", "render", "summarize", "write_json"]
 
@@ -50,6 +51,8 @@ class Summary:
     p999_ms: float = math.nan
     rate_vs_raw: float = math.nan  # > 1: faster than raw aio-pika
     cpu_vs_raw: float = math.nan  # > 1: more CPU per message than raw aio-pika
+    rate_vs_go: float = math.nan  # the same against the Go client (amqp091-go), when it ran
+    cpu_vs_go: float = math.nan
     extra: dict[str, float] = dataclasses.field(default_factory=dict)
     errors: list[str] = dataclasses.field(default_factory=list)
 
@@ -86,11 +89,16 @@ def _summary(result: Result) -> Summary:
 def summarize(report: Report) -> list[Summary]:
     summaries = [_summary(r) for r in report.results]
     baseline = {s.workload: s for s in summaries if s.client == BASELINE}
+    reference = {s.workload: s for s in summaries if s.client == REFERENCE}
     for summary in summaries:
         base = baseline.get(summary.workload)
         if base is not None and base.rate > 0 and base.cpu_us > 0:
             summary.rate_vs_raw = summary.rate / base.rate
             summary.cpu_vs_raw = summary.cpu_us / base.cpu_us
+        ref = reference.get(summary.workload)
+        if ref is not None and ref.rate > 0 and ref.cpu_us > 0:
+            summary.rate_vs_go = summary.rate / ref.rate
+            summary.cpu_vs_go = summary.cpu_us / ref.cpu_us
     return summaries
 
 
@@ -124,28 +132,31 @@ def render(report: Report, summaries: list[Summary]) -> str:
     o = report.options
     out: list[str] = []
     throughput = [s for s in summaries if s.workload.startswith(("publish", "consume"))]
+    with_go = any(s.client == REFERENCE for s in throughput)
     if throughput:
         out.append(
             f"Throughput: {o.messages:,} messages per run, median of {o.runs} run(s), "
-            f"prefetch {PREFETCH}; ×raw = against aio-pika (msg/s: higher is faster; CPU: "
-            "higher costs more)"
+            f"prefetch {PREFETCH}; ×raw = against aio-pika"
+            + (f", ×go = against Go ({REFERENCE})" if with_go else "")
+            + " (msg/s: higher is faster; CPU: higher costs more)"
         )
-        rows = [
-            [
+        header = ["workload", "client", "msg/s", "CPU µs/msg", "msg/s ×raw", "CPU ×raw"]
+        if with_go:
+            header += ["msg/s ×go", "CPU ×go"]
+        rows = []
+        for s in throughput:
+            row = [
                 s.workload,
                 s.client,
                 _fmt(s.rate, ",.0f"),
                 _fmt(s.cpu_us, ",.1f"),
                 _fmt(s.rate_vs_raw, ".2f"),
                 _fmt(s.cpu_vs_raw, ".2f"),
-                _received(s),
             ]
-            for s in throughput
-        ]
-        out += _table(
-            ["workload", "client", "msg/s", "CPU µs/msg", "msg/s ×raw", "CPU ×raw", "received"],
-            rows,
-        )
+            if with_go:
+                row += [_fmt(s.rate_vs_go, ".2f"), _fmt(s.cpu_vs_go, ".2f")]
+            rows.append([*row, _received(s)])
+        out += _table([*header, "received"], rows)
     latency = [s for s in summaries if s.workload == "latency"]
     if latency:
         out += [
@@ -269,6 +280,7 @@ def write_json(report: Report, summaries: list[Summary], path: Path) -> None:
             "packages": {
                 p: _version(p) for p in ("amqp-events", "aio-pika", "pydantic", "faststream")
             },
+            "go": go_version(),
         },
         "notes": report.notes,
         "seconds": report.seconds,

@@ -20,16 +20,29 @@ from .client import Client
 from .common import WARMUP, Sample, queue_name
 from .memory import measure_memory
 
-__all__ = ["CLIENT_MODULES", "WORKLOADS", "Options", "Report", "Result", "run_benchmarks", "select"]
+__all__ = [
+    "BASELINE",
+    "CLIENT_MODULES",
+    "REFERENCE",
+    "WORKLOADS",
+    "Options",
+    "Report",
+    "Result",
+    "run_benchmarks",
+    "select",
+]
 
 WORKLOADS = ("publish-sequential", "publish-pipelined", "consume", "latency", "memory")
-# Client name -> module with its CLIENT; the first one is the baseline of the ratios.
+# Client name -> module with its CLIENT, in the tables' order. A module may also have
+# unavailable() -> str | None: why the client cannot run here (the benchmark skips it, noted).
 CLIENT_MODULES = {
+    "go-amqp091": "benchmarks.workloads_go",
     "aio-pika": "benchmarks.workloads_raw",
     "amqp-events": "benchmarks.workloads_events",
     "faststream": "benchmarks.workloads_faststream",
 }
-BASELINE = "aio-pika"
+BASELINE = "aio-pika"  # the ×raw ratios
+REFERENCE = "go-amqp091"  # the ×go ratios, when Go is there
 # The memory workload is amqp-events' alone: it asks whether the library leaks.
 MEMORY_CLIENT = "amqp-events"
 
@@ -68,11 +81,18 @@ def _clients(wanted: set[str], notes: list[str]) -> list[Client]:
         if wanted and name not in wanted:
             continue
         try:
-            clients.append(importlib.import_module(module).CLIENT)
+            loaded = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name is None or not exc.name.startswith(name):
                 raise
             notes.append(f"{name} skipped: not installed (pip install 'amqp-events[bench]')")
+            continue
+        unavailable: Callable[[], str | None] | None = getattr(loaded, "unavailable", None)
+        reason = unavailable() if unavailable is not None else None
+        if reason is not None:
+            notes.append(f"{name} skipped: {reason}")
+            continue
+        clients.append(loaded.CLIENT)
     return clients
 
 

@@ -15,6 +15,7 @@ import pytest
 from benchmarks.__main__ import main
 from benchmarks.report import render, summarize, write_json
 from benchmarks.runner import WORKLOADS, Options, run_benchmarks
+from benchmarks.workloads_go import unavailable as go_unavailable
 
 
 async def test_every_workload_delivers_every_message(
@@ -34,6 +35,8 @@ async def test_every_workload_delivers_every_message(
     clients = ["aio-pika", "amqp-events"]
     if importlib.util.find_spec("faststream") is not None:
         clients.append("faststream")
+    if go_unavailable() is None:  # a Go toolchain and amqp091-go's source are installed
+        clients.append("go-amqp091")
     expected = {(w, c) for w in WORKLOADS if w != "memory" for c in clients}
     expected.add(("memory", "amqp-events"))
     assert {(s.workload, s.client) for s in summaries} == expected
@@ -41,7 +44,9 @@ async def test_every_workload_delivers_every_message(
         assert not s.errors, (s.workload, s.client, s.errors)
         assert s.received == s.expected, f"{s.workload} {s.client}: messages lost"
         assert s.duplicates == 0, f"{s.workload} {s.client}: messages handled twice"
-    assert "latency" in render(report, summaries)
+    rendered = render(report, summaries)
+    assert "latency" in rendered
+    assert ("×go" in rendered) == ("go-amqp091" in clients)
     path = tmp_path / "results.json"
     write_json(report, summaries, path)
     written = json.loads(path.read_text())

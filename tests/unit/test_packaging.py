@@ -23,6 +23,9 @@ DEV_TOOLS = {
     "types-jsonschema",
     "types-pyyaml",
     "watchfiles",
+    "sqlalchemy",
+    "asyncpg",
+    "aiosqlite",
 }
 
 

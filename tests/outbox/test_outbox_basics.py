@@ -1,0 +1,48 @@
+"""Committed events are published, rolled-back ones never (issue 17, item 1)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from amqp_events import Connection, event_stream_publisher
+from amqp_events.outbox import Outbox, outbox_relay
+from tests.helpers import Collector
+
+from .helpers import KEY, OrderCreated, order_publisher, sent_count, write
+
+
+async def test_committed_events_are_published_and_rolled_back_ones_never(
+    engine: AsyncEngine, amqp_events_broker_url: str
+) -> None:
+    outbox = Outbox(engine)
+    await outbox.create_tables()
+    publisher = order_publisher()
+    got: Collector[str] = Collector()
+    shipping = Connection("shipping", amqp_events_broker_url)
+
+    @shipping.event_stream_consumer(KEY)
+    async def on_created(event: OrderCreated) -> None:
+        got.add(event.id)
+
+    orders = Connection("orders", amqp_events_broker_url)
+    await shipping.start()
+    try:
+        await orders.start(event_stream_publisher(publisher), outbox_relay(outbox))
+
+        async def broken_business_rule() -> None:
+            async with AsyncSession(engine) as session, session.begin():
+                await outbox.publish(session, publisher, OrderCreated(id="rolled-back"))
+                raise RuntimeError("business rule broken")
+
+        with pytest.raises(RuntimeError, match="business rule"):
+            await broken_business_rule()
+        await write(outbox, publisher, ["committed-1", "committed-2"])
+        assert await got.wait(2) == ["committed-1", "committed-2"]
+        await got.settle()
+        assert got.items == ["committed-1", "committed-2"]
+        assert await sent_count(outbox) == 2
+        assert await outbox.pending() == 0
+    finally:
+        await orders.close()
+        await shipping.close()
