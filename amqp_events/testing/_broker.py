@@ -34,7 +34,6 @@ from ._urls import (
     amqp_target,
     host_in_url,
     is_loopback,
-    new_vhost_name,
     tcp_problem,
     url_with_vhost,
 )
@@ -158,9 +157,11 @@ class BrokerHandle:
     def create_vhost(self, vhost: str | None = None) -> str:
         """Create ``vhost`` (default: :func:`new_vhost_name`) and return its name."""
         admin = self.vhost_admin()
-        vhost = vhost or new_vhost_name()
         started = time.monotonic()
-        admin.create_vhost(vhost)
+        if vhost is None:
+            vhost = admin.create_fresh_vhost()
+        else:
+            admin.create_vhost(vhost)
         self._live_vhosts.add(vhost)
         logger.debug("created vhost %s in %.2f s", vhost, time.monotonic() - started)
         return vhost
@@ -182,7 +183,10 @@ class BrokerHandle:
         logger.debug("deleted vhost %s in %.2f s", vhost, time.monotonic() - started)
 
     def close(self) -> None:
-        """Delete vhosts whose deletion failed earlier, then stop the container if any."""
+        """Delete vhosts whose deletion failed earlier or that were made ahead and never used,
+        then stop the container if any."""
+        if self.admin is not None:
+            self._live_vhosts.update(self.admin.unused_vhosts())
         for vhost in sorted(self._live_vhosts):
             try:
                 self.delete_vhost(vhost)

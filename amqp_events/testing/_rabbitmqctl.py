@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
+from ._urls import new_vhost_name
 from ._vhost_admin import (
     ADMIN_TIMEOUT,
     EXCHANGE_COLUMNS,
@@ -64,6 +65,11 @@ def _ctl_rows(text: str) -> list[dict[str, Any]]:
     return [dict(row) for row in _parse_ctl_json(text)]
 
 
+# Fresh vhosts made per rabbitmqctl call: each call starts an Erlang VM (~0.6 s), so a test
+# session's vhosts come 8 at a time; at most 7 are made and never used.
+MADE_AHEAD = 8
+
+
 class RabbitmqctlAdmin(VhostAdmin):
     """Vhost admin that runs the local ``rabbitmqctl`` (each call starts an Erlang VM: ~0.6 s).
 
@@ -83,6 +89,7 @@ class RabbitmqctlAdmin(VhostAdmin):
         self.expected_port = expected_port
         self.executable = executable
         self._timeout = timeout
+        self._made_ahead: list[str] = []  # fresh vhosts, made in batches: one Erlang start each
 
     def describe(self) -> str:
         return f"local {self.executable}"
@@ -132,12 +139,29 @@ class RabbitmqctlAdmin(VhostAdmin):
 
     def create_vhost(self, vhost: str) -> None:
         # One import instead of add_vhost + set_permissions: one Erlang start-up, not two.
+        self._import_vhosts([vhost])
+
+    def create_fresh_vhost(self) -> str:
+        if not self._made_ahead:
+            names = [new_vhost_name() for _ in range(MADE_AHEAD)]
+            self._import_vhosts(names)
+            self._made_ahead.extend(names)
+        return self._made_ahead.pop()
+
+    def unused_vhosts(self) -> list[str]:
+        unused, self._made_ahead = self._made_ahead, []
+        return unused
+
+    def _import_vhosts(self, vhosts: Sequence[str]) -> None:
         definitions = {
-            "vhosts": [{"name": vhost}],
-            "permissions": [{"user": self.user, "vhost": vhost, **FULL_PERMISSIONS}],
+            "vhosts": [{"name": vhost} for vhost in vhosts],
+            "permissions": [
+                {"user": self.user, "vhost": vhost, **FULL_PERMISSIONS} for vhost in vhosts
+            ],
         }
-        stdin = json.dumps(definitions)
-        self._ctl("import_definitions", "--format", "json", "--quiet", stdin=stdin)
+        self._ctl(
+            "import_definitions", "--format", "json", "--quiet", stdin=json.dumps(definitions)
+        )
 
     def delete_vhost(self, vhost: str) -> None:
         self._ctl("delete_vhost", "--quiet", vhost, missing_ok=True)

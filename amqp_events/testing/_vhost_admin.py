@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 
 from .._errors import AmqpEventsError
 from .._transport.memory._info import BindingInfo, ExchangeInfo, QueueInfo
+from ._urls import new_vhost_name
 
 __all__ = [
     "ADMIN_TIMEOUT",
@@ -122,6 +123,16 @@ class VhostAdmin(abc.ABC):
     @abc.abstractmethod
     def create_vhost(self, vhost: str) -> None:
         """Create ``vhost`` with configure/write/read ``.*`` for :attr:`user`."""
+
+    def create_fresh_vhost(self) -> str:
+        """A vhost of a fresh name (``new_vhost_name``), created now and never used before."""
+        vhost = new_vhost_name()
+        self.create_vhost(vhost)
+        return vhost
+
+    def unused_vhosts(self) -> list[str]:
+        """Vhosts made ahead of time and never handed out (deleted by ``BrokerHandle.close``)."""
+        return []
 
     @abc.abstractmethod
     def delete_vhost(self, vhost: str) -> None:

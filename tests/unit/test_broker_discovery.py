@@ -32,7 +32,7 @@ from amqp_events.testing import (
 )
 from amqp_events.testing._broker import choose_vhost_admin
 from amqp_events.testing._management_api import ManagementApiAdmin
-from amqp_events.testing._rabbitmqctl import RabbitmqctlAdmin
+from amqp_events.testing._rabbitmqctl import MADE_AHEAD, RabbitmqctlAdmin
 from amqp_events.testing._urls import broker_answers, new_vhost_name, url_with_vhost
 
 pytest_plugins = ("pytester",)
@@ -842,6 +842,27 @@ def test_rabbitmqctl_create_imports_definitions_in_one_call() -> None:
             }
         ],
     }
+
+
+def test_rabbitmqctl_makes_fresh_vhosts_ahead_in_one_call_and_hands_each_out_once() -> None:
+    ctl = ScriptedRabbitmqctl({})
+
+    handed_out = [ctl.create_fresh_vhost() for _ in range(MADE_AHEAD + 1)]
+
+    assert len(set(handed_out)) == len(handed_out)
+    assert [args[0] for args, _ in ctl.calls] == ["import_definitions"] * 2  # two batches
+    first_stdin = ctl.calls[0][1]
+    assert first_stdin is not None
+    first_batch = json.loads(first_stdin)
+    names = [v["name"] for v in first_batch["vhosts"]]
+    assert len(names) == MADE_AHEAD
+    assert {p["vhost"] for p in first_batch["permissions"]} == set(names)
+    assert set(handed_out[:MADE_AHEAD]) == set(names)
+    # What was made ahead and never used is given back, once, for deletion.
+    unused = ctl.unused_vhosts()
+    assert len(unused) == MADE_AHEAD - 1
+    assert not set(unused) & set(handed_out)
+    assert ctl.unused_vhosts() == []
 
 
 def test_rabbitmqctl_delete_missing_vhost_is_no_error() -> None:
