@@ -15,6 +15,18 @@ from amqp_events._cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_example(name: str, url: str) -> subprocess.CompletedProcess[str]:
+    """``python examples/<name>`` with ``AMQP_URL`` set to ``url``, as the README says."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMQP_URL": url},
+        check=False,
+    )
+
+
 def test_demo_cli(amqp_events_broker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--url", amqp_events_broker_url]) == 0
     out = capsys.readouterr().out
@@ -40,14 +52,7 @@ def test_demo_as_module_on_memory_by_default() -> None:
 
 
 def test_quickstart_runs(amqp_events_broker_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
-        check=False,
-    )
+    result = run_example("quickstart.py", amqp_events_broker_url)
     assert result.returncode == 0, result.stderr
     assert "order 1 from order-service" in result.stdout
 
@@ -71,14 +76,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_request_response_example_runs(amqp_events_broker_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "request_response.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
-        check=False,
-    )
+    result = run_example("request_response.py", amqp_events_broker_url)
     assert result.returncode == 0, result.stderr
     assert "awaited: item='tea' total=6" in result.stdout
     assert "remote error: ValueError cannot price 0 of tea" in result.stdout
@@ -93,14 +91,7 @@ def test_testing_docs_show_the_example_that_runs() -> None:
 
 
 def test_goamqp_port_runs(amqp_events_broker_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "goamqp_port.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "AMQP_URL": amqp_events_broker_url},
-        check=False,
-    )
+    result = run_example("goamqp_port.py", amqp_events_broker_url)
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.splitlines()) == [
         "Increasing order count",
