@@ -20,7 +20,14 @@ from ._errors import Ack, Drop
 from ._instrument import CONFIRMED, DEAD_LETTERED, Timer
 from ._transport._base import Delivery
 
-__all__ = ["CONFIRM_BUCKETS", "HANDLER_BUCKETS", "MetricsInstrument", "families_for"]
+__all__ = [
+    "CONFIRM_BUCKETS",
+    "HANDLER_BUCKETS",
+    "MetricsInstrument",
+    "OutboxGauges",
+    "families_for",
+    "outbox_gauges_for",
+]
 
 # Seconds. A confirm takes a millisecond or so on a healthy broker; a reconnection, seconds.
 CONFIRM_BUCKETS: Final = (
@@ -63,6 +70,7 @@ class Families:
     """The metric families of one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.published = Counter(
             "amqp_events_published",
             "Messages published, by outcome: confirmed, nacked (refused or never sent), "
@@ -130,6 +138,40 @@ def families_for(registry: CollectorRegistry | None) -> Families:
         found = _families.get(registry)
         if found is None:
             found = _families[registry] = Families(registry)
+        return found
+
+
+class OutboxGauges:
+    """The outbox relay's gauges in one registry, made by the first relay that reports there
+    (a registry without a relay never shows them)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pending_rows = Gauge(
+            "amqp_events_outbox_pending_rows",
+            "Outbox rows written and not yet sent, as the relay last counted them.",
+            ["service", "table"],
+            registry=registry,
+        )
+        self.blocked_partitions = Gauge(
+            "amqp_events_outbox_blocked_partitions",
+            "Outbox partitions held back by an event that failed to publish (retried with "
+            "backoff; the later events of the partition wait).",
+            ["service", "table"],
+            registry=registry,
+        )
+
+
+_outbox_gauges: weakref.WeakKeyDictionary[CollectorRegistry, OutboxGauges] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def outbox_gauges_for(registry: CollectorRegistry) -> OutboxGauges:
+    """The outbox gauges of ``registry``, made once."""
+    with _lock:
+        found = _outbox_gauges.get(registry)
+        if found is None:
+            found = _outbox_gauges[registry] = OutboxGauges(registry)
         return found
 
 

@@ -99,6 +99,11 @@ def summarize(report: Report) -> list[Summary]:
         if ref is not None and ref.rate > 0 and ref.cpu_us > 0:
             summary.rate_vs_go = summary.rate / ref.rate
             summary.cpu_vs_go = summary.cpu_us / ref.cpu_us
+    pipelined = {s.client: s for s in summaries if s.workload == "publish-pipelined"}
+    for summary in summaries:
+        direct = pipelined.get(summary.client)
+        if summary.workload == "outbox-relay" and direct is not None and direct.rate > 0:
+            summary.extra["rate_vs_pipelined"] = summary.rate / direct.rate
     return summaries
 
 
@@ -131,7 +136,7 @@ def _received(s: Summary) -> str:
 def render(report: Report, summaries: list[Summary]) -> str:
     o = report.options
     out: list[str] = []
-    throughput = [s for s in summaries if s.workload.startswith(("publish", "consume"))]
+    throughput = [s for s in summaries if s.workload.startswith(("publish", "outbox", "consume"))]
     with_go = any(s.client == REFERENCE for s in throughput)
     if throughput:
         out.append(
@@ -157,6 +162,12 @@ def render(report: Report, summaries: list[Summary]) -> str:
                 row += [_fmt(s.rate_vs_go, ".2f"), _fmt(s.cpu_vs_go, ".2f")]
             rows.append([*row, _received(s)])
         out += _table([*header, "received"], rows)
+        out += [
+            f"outbox-relay {s.client}: {s.extra['rate_vs_pipelined']:.2f}× its publish-pipelined "
+            "rate (×pipelined)"
+            for s in throughput
+            if "rate_vs_pipelined" in s.extra
+        ]
     latency = [s for s in summaries if s.workload == "latency"]
     if latency:
         out += [

@@ -32,7 +32,14 @@ __all__ = [
     "select",
 ]
 
-WORKLOADS = ("publish-sequential", "publish-pipelined", "consume", "latency", "memory")
+WORKLOADS = (
+    "publish-sequential",
+    "publish-pipelined",
+    "outbox-relay",
+    "consume",
+    "latency",
+    "memory",
+)
 # Client name -> module with its CLIENT, in the tables' order. A module may also have
 # unavailable() -> str | None: why the client cannot run here (the benchmark skips it, noted).
 CLIENT_MODULES = {
@@ -45,6 +52,8 @@ BASELINE = "aio-pika"  # the ×raw ratios
 REFERENCE = "go-amqp091"  # the ×go ratios, when Go is there
 # The memory workload is amqp-events' alone: it asks whether the library leaks.
 MEMORY_CLIENT = "amqp-events"
+# So is the outbox relay's (the ``outbox`` extra; benchmarks.workloads_outbox).
+OUTBOX_CLIENT = "amqp-events"
 
 
 @dataclass
@@ -120,6 +129,14 @@ async def _measure(
             sample = await measure_memory(url, service, options.memory_messages)
         elif client is None:
             raise AssertionError(f"{workload} needs a client")
+        elif workload == "outbox-relay":
+            from .workloads_outbox import relay
+
+            await broker.prepare_queue(queue)
+            sample = await relay(url, service, n)
+            in_queue = await broker.depth(queue)
+            sample.extra["in_queue"] = in_queue
+            sample.received = max(min(sample.received, in_queue), 0)
         elif workload == "consume":
             await broker.prefill(queue, n)
             sample = await client.consume(url, service, n)
@@ -168,6 +185,18 @@ async def run_benchmarks(
                     by_client = {MEMORY_CLIENT: Result(workload, MEMORY_CLIENT)}
                 else:
                     continue
+            elif workload == "outbox-relay":
+                outbox_clients = [c for c in clients if c.name == OUTBOX_CLIENT]
+                if not outbox_clients:
+                    continue
+                from .workloads_outbox import unavailable
+
+                reason = unavailable()
+                if reason is not None:
+                    notes.append(f"outbox-relay skipped: {reason}")
+                    continue
+                plan = [list(outbox_clients) for _ in range(options.runs)]
+                by_client = {OUTBOX_CLIENT: Result(workload, OUTBOX_CLIENT)}
             else:
                 plan = [
                     [*clients[run % len(clients) :], *clients[: run % len(clients)]]
@@ -197,4 +226,11 @@ async def run_benchmarks(
                     )
     finally:
         broker.close()
+    if any(r.workload == "outbox-relay" and r.samples for r in results):
+        from .workloads_outbox import DATABASE
+
+        notes.append(
+            f"outbox-relay: the relay of rows written beforehand, on {DATABASE.get('kind', '?')}; "
+            "×pipelined = against amqp-events' publish-pipelined (publish_many's pipelining)"
+        )
     return Report(options, results, notes, time.perf_counter() - started)

@@ -16,6 +16,7 @@ from benchmarks.__main__ import main
 from benchmarks.report import render, summarize, write_json
 from benchmarks.runner import WORKLOADS, Options, run_benchmarks
 from benchmarks.workloads_go import unavailable as go_unavailable
+from benchmarks.workloads_outbox import unavailable as outbox_unavailable
 
 
 async def test_every_workload_delivers_every_message(
@@ -37,8 +38,10 @@ async def test_every_workload_delivers_every_message(
         clients.append("faststream")
     if go_unavailable() is None:  # a Go toolchain and amqp091-go's source are installed
         clients.append("go-amqp091")
-    expected = {(w, c) for w in WORKLOADS if w != "memory" for c in clients}
+    expected = {(w, c) for w in WORKLOADS if w not in ("memory", "outbox-relay") for c in clients}
     expected.add(("memory", "amqp-events"))
+    if outbox_unavailable() is None:  # the [outbox] extra is installed
+        expected.add(("outbox-relay", "amqp-events"))
     assert {(s.workload, s.client) for s in summaries} == expected
     for s in summaries:
         assert not s.errors, (s.workload, s.client, s.errors)
@@ -47,6 +50,8 @@ async def test_every_workload_delivers_every_message(
     rendered = render(report, summaries)
     assert "latency" in rendered
     assert ("×go" in rendered) == ("go-amqp091" in clients)
+    if outbox_unavailable() is None:
+        assert "×pipelined" in rendered
     path = tmp_path / "results.json"
     write_json(report, summaries, path)
     written = json.loads(path.read_text())

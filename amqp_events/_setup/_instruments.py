@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
-__all__ = ["instrument_for", "serve_metrics", "with_prometheus", "with_tracing"]
+__all__ = [
+    "instrument_for",
+    "prometheus_registry_for",
+    "serve_metrics",
+    "with_prometheus",
+    "with_tracing",
+]
 
 # The connection's service and broker URLs -> its instrument.
 InstrumentFactory = Callable[[str, Sequence[str]], Instrument]
@@ -38,6 +44,16 @@ def _record(builder: SetupBuilder, what: str, factory: InstrumentFactory) -> Non
     if any(name == what for name, _ in factories):
         raise ConfigurationError(f"{what}() is set up twice on one connection; set it up once")
     factories.append((what, factory))
+
+
+# The registry ``with_prometheus`` reports to, per plan: for setups that keep gauges of their
+# own (the outbox relay), looked up once the connection starts.
+_registries: weakref.WeakKeyDictionary[SetupPlan, CollectorRegistry] = weakref.WeakKeyDictionary()
+
+
+def prometheus_registry_for(plan: SetupPlan) -> CollectorRegistry | None:
+    """The registry of the plan's ``with_prometheus`` (None without one)."""
+    return _registries.get(plan)
 
 
 def instrument_for(plan: SetupPlan, service: str, urls: Sequence[str]) -> Instrument | None:
@@ -91,6 +107,7 @@ def with_prometheus(registry: CollectorRegistry | None = None) -> Setup:
 
     def apply(builder: SetupBuilder) -> None:
         _record(builder, "with_prometheus", make)
+        _registries[builder._plan] = families.registry
 
     return apply
 

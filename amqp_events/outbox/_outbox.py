@@ -175,6 +175,29 @@ class Outbox:
             )
         return int(count or 0)
 
+    async def _pending_and_blocked(self) -> tuple[int, int]:
+        """How many rows are unsent, and how many partitions a failed head holds back: what
+        the relay's gauges show."""
+        table = self._table
+        earlier = table.alias("earlier")
+        is_head = ~(
+            select(earlier.c.id)
+            .where(earlier.c.partition_key == table.c.partition_key)
+            .where(earlier.c.sent_at.is_(None))
+            .where(earlier.c.id < table.c.id)
+            .exists()
+        )
+        async with transaction(self._db.engine) as conn:
+            pending = await conn.scalar(
+                select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
+            )
+            blocked = await conn.scalar(
+                select(func.count())
+                .select_from(table)
+                .where(table.c.sent_at.is_(None), table.c.attempts > 0, is_head)
+            )
+        return int(pending or 0), int(blocked or 0)
+
     async def blocked_partitions(self) -> list[BlockedPartition]:
         """The partitions held back by an event that failed to publish, oldest first: what
         to look at when events of a key stop arriving (the relay logs each failure too)."""

@@ -2,10 +2,12 @@
 
 One pass: find the partitions whose oldest unsent row is due, lock them (PostgreSQL: advisory
 locks held by the pass's transaction; SQLite: one relay per database holds a file lock), read
-their rows in id order, publish them (partitions side by side, each partition's rows in order),
-mark the confirmed ones sent and give the failed one a later attempt, which holds back the
-rest of its partition. A relay killed anywhere in a pass leaves its rows unsent, and the next
-pass, of this relay or another, publishes them again with the same message id.
+their rows in id order a batch at a time, publish each batch (partitions side by side, each
+partition's rows in order), mark the confirmed ones sent and give the failed one a later
+attempt, which holds back the rest of its partition. Batches are pipelined: the previous one
+is marked and the next one read while a batch waits for its confirms. A relay killed
+anywhere in a pass leaves its unmarked rows unsent, and the next pass, of this relay or
+another, publishes them again with the same message id.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, or_, select, update
+from sqlalchemy import ARRAY, BigInteger, Row, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .. import _naming as naming
 from .._envelope import Envelope
 from .._errors import ConfigurationError
 from .._setup import Setup, SetupBuilder
+from .._setup._builder import SetupPlan
+from .._setup._instruments import prometheus_registry_for
 from .._transport._base import Transport
 from ._database import transaction
 from ._outbox import Outbox
@@ -48,6 +53,14 @@ class RelayOptions:
 
 
 _NO_HEADERS: Mapping[str, Any] = MappingProxyType({})
+# The headers an envelope sets per message; the others a row carries are its publisher's.
+_PER_MESSAGE = (
+    naming.CE_ID,
+    naming.CE_TIME,
+    naming.CE_CORRELATION_ID,
+    naming.CE_CAUSATION_ID,
+)
+_CONSTANTS_LIMIT = 256
 
 
 class _Faults:
@@ -70,9 +83,12 @@ def outbox_relay(
 ) -> Setup:
     """A setup that relays ``outbox`` through this connection while it is started.
 
-    Each pass takes up to ``batch_size`` due rows, publishes them with publisher confirms
-    (pipelined) and marks them sent. It wakes when a transaction in this process commits
-    events, on PostgreSQL when any does (LISTEN/NOTIFY), and at least every
+    Each pass takes due rows ``batch_size`` at a time, publishes a batch with publisher
+    confirms (pipelined) and marks it sent while the next batch is published, reading the one
+    after meanwhile. With ``with_prometheus(registry)`` on the same connection it keeps the
+    gauges ``amqp_events_outbox_pending_rows`` and ``amqp_events_outbox_blocked_partitions``.
+    It wakes when a transaction in this process commits events, on PostgreSQL when any does
+    (LISTEN/NOTIFY), and at least every
     ``poll_interval`` seconds (default 1.0 on PostgreSQL, where polling is only the fallback,
     0.05 on SQLite, which has no notifications). A row the broker does not confirm is tried
     again after ``retry_backoff`` (initial, max) seconds, doubling, and holds back the later
@@ -99,11 +115,26 @@ def outbox_relay(
     )
 
     def setup(builder: SetupBuilder) -> None:
-        relay = Relay(outbox, options, builder.service_name)
+        relay = Relay(outbox, options, builder.service_name, builder._plan)
         builder._plan.transport_users.append(relay.attach)
         builder.run_while_started(f"outbox-relay:{outbox.table.name}", relay.run)
 
     return setup
+
+
+# A pass reads, publishes and marks up to this many batches before it looks for newly due
+# partitions again (and, on PostgreSQL, lets other relays have its partitions).
+_MAX_BATCHES_PER_PASS = 20
+# Seconds between two updates of the relay's gauges (with_prometheus).
+_GAUGE_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _Claimed:
+    rows: list[Row[Any]]
+    partitions: list[str]
+    now: datetime
+    stopped: set[str]  # partitions held back in this pass: nothing more of them is published
 
 
 @dataclass(slots=True)
@@ -115,7 +146,15 @@ class _Outcome:
 class Relay:
     """One connection's relay of one outbox."""
 
-    def __init__(self, outbox: Outbox, options: RelayOptions, service: str) -> None:
+    def __init__(
+        self, outbox: Outbox, options: RelayOptions, service: str, plan: SetupPlan | None = None
+    ) -> None:
+        self._plan = plan
+        # Distinct constant header sets (a publisher's route headers), one object each: the
+        # transport encodes a constant set once, by identity.
+        self._constants: dict[tuple[tuple[str, Any], ...], Mapping[str, Any]] = {}
+        self._gauges: tuple[Any, Any] | None = None  # (pending rows, blocked partitions)
+        self._gauges_due = 0.0
         self._outbox = outbox
         self._db = outbox._db
         self._table = outbox.table
@@ -139,6 +178,7 @@ class Relay:
         )
         next_cleanup = time.monotonic() + self._options.cleanup_interval
         failures = 0
+        self._gauges = self._find_gauges()
         try:
             while True:
                 self._wake.clear()
@@ -147,6 +187,7 @@ class Relay:
                     continue
                 try:
                     published = await self._pass()
+                    await self._update_gauges()
                     if time.monotonic() >= next_cleanup:
                         next_cleanup = time.monotonic() + self._options.cleanup_interval
                         await outbox.cleanup(retention=self._options.retention)
@@ -173,6 +214,30 @@ class Relay:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
 
+    def _find_gauges(self) -> tuple[Any, Any] | None:
+        """The gauges of the connection's ``with_prometheus`` registry, if it has one (the
+        plan is complete once the connection started)."""
+        registry = prometheus_registry_for(self._plan) if self._plan is not None else None
+        if registry is None:
+            return None
+        from .._metrics import outbox_gauges_for
+
+        gauges = outbox_gauges_for(registry)
+        labels = (self._service, self._table.name)
+        return (
+            gauges.pending_rows.labels(*labels),
+            gauges.blocked_partitions.labels(*labels),
+        )
+
+    async def _update_gauges(self) -> None:
+        """At most once per ``_GAUGE_INTERVAL``: two counting queries, not one per pass."""
+        if self._gauges is None or time.monotonic() < self._gauges_due:
+            return
+        self._gauges_due = time.monotonic() + _GAUGE_INTERVAL
+        pending, blocked = await self._outbox._pending_and_blocked()
+        self._gauges[0].set(pending)
+        self._gauges[1].set(blocked)
+
     def _wait_time(self) -> float:
         wait = self._options.poll_interval
         if self._next_due is not None:
@@ -188,29 +253,86 @@ class Relay:
     # -- one pass ----------------------------------------------------------------------------
 
     async def _pass(self) -> int:
-        """Publish what is due; return how many rows were taken."""
+        """Publish what is due; return how many rows were taken.
+
+        Batches are pipelined: while one batch waits for its confirms, the next is read, and
+        the previous one is marked. A batch is published only once the one before it is
+        settled by the broker, so each partition's rows go out in id order and a failure
+        stops its partition before any later row of it is sent.
+        """
         engine = self._db.engine
         if self._db.is_postgresql:
-            # The advisory locks live as long as this transaction: publish and mark inside it.
+            # The advisory locks live as long as this transaction: every batch of the pass is
+            # read in it. Marks commit in short transactions of their own (the rows are only
+            # read here, never locked), each before this one ends and frees the partitions.
             async with transaction(engine) as conn:
-                rows = await self._claim(conn)
-                if not rows:
-                    return 0
-                outcomes = await self._publish(rows)
-                await self._settle(conn, outcomes)
-            return len(rows)
+                claimed = await self._claim(conn)
+
+                async def read_pg(after: int) -> list[Row[Any]]:
+                    return await self._read_more(conn, claimed.partitions, after)
+
+                return await self._pipeline(claimed, read_pg)
+
         # SQLite: this relay alone works on the database (its file lock); short transactions,
         # so writers never wait for the broker.
         async with transaction(engine) as conn:
-            rows = await self._claim(conn)
-        if not rows:
-            return 0
-        outcomes = await self._publish(rows)
-        async with transaction(engine) as conn:
-            await self._settle(conn, outcomes)
-        return len(rows)
+            claimed = await self._claim(conn)
 
-    async def _claim(self, conn: AsyncConnection) -> list[Row[Any]]:
+        async def read_sqlite(after: int) -> list[Row[Any]]:
+            async with transaction(engine) as conn:
+                return await self._read_more(conn, claimed.partitions, after)
+
+        return await self._pipeline(claimed, read_sqlite)
+
+    async def _pipeline(
+        self, claimed: _Claimed, read_more: Callable[[int], Awaitable[list[Row[Any]]]]
+    ) -> int:
+        batch_size = self._options.batch_size
+        raw, stopped = claimed.rows, claimed.stopped
+        rows = _due_prefixes(raw, claimed.now, stopped)
+        taken, batches = 0, 0
+        unsettled: list[_Outcome] | None = None
+        while rows or unsettled is not None:
+            batches += 1
+            taken += len(rows)
+            publishing = (
+                asyncio.get_running_loop().create_task(self._publish(rows)) if rows else None
+            )
+            try:
+                # The database's turn, while the broker confirms this batch: mark the last
+                # one, read the next.
+                if unsettled is not None:
+                    await self._mark(unsettled)
+                    unsettled = None
+                more = len(raw) >= batch_size and batches < _MAX_BATCHES_PER_PASS
+                raw = await read_more(raw[-1].id) if more and raw else []
+            except BaseException:
+                if publishing is not None:
+                    publishing.cancel()
+                    await asyncio.gather(publishing, return_exceptions=True)
+                raise
+            if publishing is None:
+                break
+            outcomes = await publishing
+            unsettled = outcomes
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    stopped.add(outcome.row.partition_key)
+            rows = _due_prefixes(raw, claimed.now, stopped)
+        return taken
+
+    async def _mark(self, outcomes: list[_Outcome]) -> None:
+        if self._db.is_postgresql:
+            # Each statement commits alone (one round trip, no BEGIN/COMMIT): the sent rows in
+            # one UPDATE, the failed ones in another; either is correct without the other.
+            async with self._db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await self._settle(conn, outcomes)
+            return
+        async with transaction(self._db.engine) as conn:
+            await self._settle(conn, outcomes)
+
+    async def _claim(self, conn: AsyncConnection) -> _Claimed:
         table = self._table
         now = datetime.now(UTC)
         batch = self._options.batch_size
@@ -231,7 +353,7 @@ class Relay:
         await self._note_next_due(conn, now)
         locked = await self._lock.lock_partitions(conn, keys)
         if not locked:
-            return []
+            return _Claimed([], [], now, set())
         # Read after locking: what another relay marked sent meanwhile is not read again.
         rows = (
             await conn.execute(
@@ -241,7 +363,26 @@ class Relay:
                 .limit(batch)
             )
         ).all()
-        return _due_prefixes(rows, now)
+        return _Claimed(list(rows), locked, now, set())
+
+    async def _read_more(
+        self, conn: AsyncConnection, partitions: Sequence[str], after: int
+    ) -> list[Row[Any]]:
+        """The next batch of the partitions this pass holds: rows after those already taken
+        (they are unsent until their marks commit). A row that becomes visible meanwhile
+        with a smaller id is read by the next pass."""
+        table = self._table
+        result = await conn.execute(
+            select(table)
+            .where(
+                table.c.sent_at.is_(None),
+                table.c.partition_key.in_(partitions),
+                table.c.id > after,
+            )
+            .order_by(table.c.id)
+            .limit(self._options.batch_size)
+        )
+        return list(result.all())
 
     async def _note_next_due(self, conn: AsyncConnection, now: datetime) -> None:
         table = self._table
@@ -300,24 +441,49 @@ class Relay:
         created = row.created_at
         if created.tzinfo is None:
             created = created.replace(tzinfo=UTC)
-        # The stored headers (the envelope's included) travel as the envelope: the row's own
-        # message id and time, and no per-id lock or header-frame check per publish, as for
-        # any fresh event (the frame was checked when the row was written).
+        # The stored headers (the envelope's included) travel as a publisher's would: the
+        # per-message ones (id, time, correlation) as the envelope, the rest as the shared
+        # constant headers, encoded once per distinct set (as for a fresh event). The row's
+        # own message id and time; no per-id lock or header-frame check per publish (the
+        # frame was checked when the row was written).
+        constant, extra = self._split_headers(decode_headers(row.headers))
         await transport.publish(
             row.exchange,
             row.routing_key,
             row.body,
-            _NO_HEADERS,
+            constant,
             mandatory=row.mandatory,
-            envelope=Envelope(row.message_id, created, decode_headers(row.headers)),
+            envelope=Envelope(row.message_id, created, extra),
         )
+
+    def _split_headers(self, headers: dict[str, Any]) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        extra = {k: headers.pop(k) for k in _PER_MESSAGE if k in headers}
+        if not headers:
+            return _NO_HEADERS, extra
+        try:
+            key = tuple(headers.items())
+            shared = self._constants.get(key)
+        except TypeError:  # an unhashable value (a table or a list): encoded per message
+            extra.update(headers)
+            return _NO_HEADERS, extra
+        if shared is None:
+            if len(self._constants) >= _CONSTANTS_LIMIT:
+                self._constants.clear()
+            shared = self._constants[key] = MappingProxyType(headers)
+        return shared, extra
 
     async def _settle(self, conn: AsyncConnection, outcomes: list[_Outcome]) -> None:
         table = self._table
         now = datetime.now(UTC)
         sent = [o.row.id for o in outcomes if o.error is None]
         if sent:
-            await conn.execute(update(table).where(table.c.id.in_(sent)).values(sent_at=now))
+            # One statement per batch. PostgreSQL: one array parameter, not one per row.
+            ids = (
+                table.c.id == func.any(bindparam("sent_ids", sent, type_=ARRAY(BigInteger)))
+                if self._db.is_postgresql
+                else table.c.id.in_(sent)
+            )
+            await conn.execute(update(table).where(ids).values(sent_at=now))
         failed = [o for o in outcomes if o.error is not None]
         if not failed:
             return
@@ -396,10 +562,10 @@ class Relay:
         self._wake.set()
 
 
-def _due_prefixes(rows: Sequence[Row[Any]], now: datetime) -> list[Row[Any]]:
+def _due_prefixes(rows: Sequence[Row[Any]], now: datetime, stopped: set[str]) -> list[Row[Any]]:
     """Per partition, the rows up to the first one not yet due (in backoff): a row waiting
-    for its retry holds back the later rows of its partition."""
-    stopped: set[str] = set()
+    for its retry holds back the later rows of its partition (added to ``stopped``), as does
+    a failure earlier in the pass (already in ``stopped``)."""
     taken: list[Row[Any]] = []
     for row in rows:
         key = row.partition_key

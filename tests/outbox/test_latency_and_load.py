@@ -204,14 +204,19 @@ async def test_the_relay_publishes_at_least_80_percent_of_publish_many_rate(
         await write(outbox, direct, [f"o-{i}" for i in range(total)])
         await relaying.start(event_stream_publisher(relayed_through), outbox_relay(outbox))
         started = time.monotonic()  # the relay's first pass begins as start() returns
-        await eventually(lambda: all_sent(outbox), within=60, what="all relayed")
+        async with asyncio.timeout(60):
+            while not await all_sent(outbox):  # noqa: ASYNC110 - no event says "all sent"
+                await asyncio.sleep(0.005)  # finer than eventually(): the run takes ~0.2 s
         relay_rate = total / (time.monotonic() - started)
 
     finally:
         await relaying.close()
         await orders.close()
-    # The goal is 0.8 (issue 17); on these shared cores runs give 0.65-0.85: 0.6 catches a
-    # relay that lost its batching or pipelining without failing CI on noise.
-    # SQLite (one relay, its writes serialized) is held to less.
-    floor = 0.6 if database_kind == "postgresql" else 0.45
+    # The goal is 0.8 (issue 17). With reads and marks overlapping the confirms, runs on the
+    # 2-core CI machine give 0.63-0.92 on PostgreSQL (median ~0.8) and 0.70-0.96 on SQLite
+    # (3,000 rows take ~0.4 s: a few ms of noise move the ratio by 0.05). The floor sits
+    # below the worst run seen, to catch a relay that lost its batching or pipelining
+    # without failing on noise; SQLite, held to 0.45 before, now meets PostgreSQL's.
+    floor = 0.6
+    print(f"relay/publish_many on {database_kind}: {relay_rate / direct_rate:.2f}")
     assert relay_rate >= floor * direct_rate, (relay_rate, direct_rate)
