@@ -3,7 +3,8 @@ with ``with_prometheus(registry)`` on the relay's connection."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -12,6 +13,7 @@ from amqp_events import Connection, Publisher, Route, event_stream_publisher, wi
 from amqp_events.outbox import Outbox, outbox_relay
 from tests.helpers import eventually
 
+from .conftest import engine_for, sqlite_url
 from .helpers import KEY, OrderCreated, all_sent, write
 
 
@@ -69,10 +71,10 @@ async def test_a_refused_row_shows_as_a_blocked_partition_and_pending_rows(
 
 
 async def test_a_relay_without_with_prometheus_keeps_no_gauges(
-    engine: AsyncEngine, amqp_events_broker_url: str, database_kind: str
+    tmp_path: Path, amqp_events_broker_url: str
 ) -> None:
-    if database_kind != "sqlite":
-        pytest.skip("one database is enough: nothing here depends on it")
+    # One database is enough (SQLite): nothing here depends on which.
+    engine = engine_for(sqlite_url(tmp_path / "outbox.db"))
     outbox = Outbox(engine)
     await outbox.create_tables()
     registry = CollectorRegistry()
@@ -87,5 +89,6 @@ async def test_a_relay_without_with_prometheus_keeps_no_gauges(
     finally:
         await plain.close()
         await counted.close()
+        await engine.dispose()
     names = {m.name for m in registry.collect()}
     assert not any("outbox" in n for n in names), names
