@@ -3,7 +3,6 @@ attributes, and a correlation that flows from handler to handler with no code in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from amqp_events import (
     event_stream_publisher,
 )
 from amqp_events._transport.memory import broker_for_url
-from tests.helpers import Collector
+from tests.helpers import Collector, eventually
 
 
 class OrderCreated(BaseModel):
@@ -206,22 +205,22 @@ async def test_log_records_about_a_message_carry_its_ids(
     though no handler ever ran."""
     caplog.handler.addFilter(MessageContextFilter())
     caplog.set_level(logging.WARNING, logger="amqp_events")
-    dead: Collector[str] = Collector()
     conn = Connection("strict", amqp_events_broker_url)
 
     @conn.event_stream_consumer("Order.Created")
     async def on_created(event: OrderCreated) -> None:
         raise AssertionError("an undecodable body reaches no handler")
 
+    def dead_letter_warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "dead-lettering" in r.getMessage()]
+
     wrong = Publisher(Route(PaymentRequested, "Order.Created"))  # a body of the wrong shape
     async with conn:
         await conn.start(event_stream_publisher(wrong))
-        with_message_log = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
         await wrong.publish(PaymentRequested(order="x"))
-        while not with_message_log:
-            await asyncio.sleep(0.01)
-            with_message_log = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
-        dead.add("seen")
+        # A log record is announced by no event: wait for it as for broker-side state.
+        await eventually(lambda: bool(dead_letter_warnings()), what="the dead-letter warning")
+    with_message_log = dead_letter_warnings()
     [record] = with_message_log
     taken = await take(amqp_events_broker_url, "events.topic.exchange.queue.strict.dlq")
     assert record.message_id == taken.message_id  # type: ignore[attr-defined]

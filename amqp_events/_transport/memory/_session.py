@@ -109,31 +109,26 @@ class MemorySession:
             if fits_any and properties is None:
                 self._fitting_headers = headers
         try:
-            # As the AMQP session sends them: JSON unless said otherwise.
+            # As the AMQP session sends them: JSON unless said otherwise; an envelope's headers
+            # over the publish's, its id and time as the properties.
             content_type = (properties and properties.content_type) or CONTENT_TYPE_JSON
             if envelope is None:
-                broker.publish(
-                    exchange,
-                    routing_key,
-                    body,
-                    headers,
-                    properties,
-                    mandatory,
-                    content_type=content_type,
-                    timestamp=properties.timestamp if properties is not None else None,
-                )
+                sent, message_id = headers, None  # None: the properties' own, if any
+                timestamp = properties.timestamp if properties is not None else None
             else:
-                broker.publish(
-                    exchange,
-                    routing_key,
-                    body,
-                    {**headers, **envelope.headers},
-                    properties,
-                    mandatory,
-                    content_type=content_type,
-                    message_id=envelope.message_id,
-                    timestamp=envelope.timestamp,
-                )
+                sent = {**headers, **envelope.headers}
+                message_id, timestamp = envelope.message_id, envelope.timestamp
+            broker.publish(
+                exchange,
+                routing_key,
+                body,
+                sent,
+                properties,
+                mandatory,
+                content_type=content_type,
+                message_id=message_id,
+                timestamp=timestamp,
+            )
         except BrokerError as exc:
             # RabbitMQ closes the publish channel and AmqpSession reports a PublishError.
             detail = str(exc).partition(": ")[2]
