@@ -40,7 +40,23 @@ def vhost_of(url: str) -> str:
 
 
 async def close_all_connections() -> None:
+    """Every client connection of the broker, all vhosts: for disruptive tests only."""
     await rabbitmqctl("close_all_connections", "--global", "killed by a test")
+
+
+async def close_vhost_connections(
+    vhost: str, *, client: str = "", reason: str = "killed by a test"
+) -> int:
+    """Close the client connections of ``vhost`` only (those whose client properties mention
+    ``client``, if given); return how many. ``list_connections`` ignores ``-p``: filter here."""
+    listing = await rabbitmqctl("list_connections", "pid", "vhost", "client_properties", "-q")
+    closed = 0
+    for line in listing.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3 and fields[1] == vhost and client in fields[2]:
+            await rabbitmqctl("close_connection", fields[0], reason, check=False)
+            closed += 1
+    return closed
 
 
 async def delete_queue(url: str, queue: str) -> None:

@@ -198,6 +198,16 @@ class BrokerUnderTest:
             await message.nack(requeue=True)
         return redelivered
 
+    async def close_own_connections(self) -> None:
+        """Cut the client connections of this test's broker only: on RabbitMQ those of its
+        vhost (a developer's other connections stay), on memory all of its own."""
+        if self.memory is not None:
+            self.memory.close_all_connections()
+            return
+        broker_control.require_rabbitmqctl()
+        closed = await broker_control.close_vhost_connections(broker_control.vhost_of(self.url))
+        assert closed, f"no connection to close in vhost {broker_control.vhost_of(self.url)!r}"
+
     async def close_all_connections(self) -> None:
         """Cut every client connection from the broker side (RabbitMQ: all vhosts)."""
         if self.memory is not None:

@@ -186,7 +186,7 @@ async def test_a_lost_connection_counts_as_a_reconnect(
     broker = BrokerUnderTest.for_test(amqp_events_broker_url, request)
     async with conn:
         await conn.start(event_stream_publisher(publisher), with_prometheus(registry))
-        await broker.close_all_connections()
+        await broker.close_own_connections()
 
         async def counted() -> bool:
             samples = await scrape(registry)

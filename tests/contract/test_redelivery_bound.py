@@ -25,14 +25,9 @@ async def cut_own_connection(url: str, service: str) -> None:
     if url.startswith("memory:"):
         broker_for_url(url).close_all_connections("consumer died")
         return
-    from tests.broker_control import rabbitmqctl, vhost_of
+    from tests.broker_control import close_vhost_connections, vhost_of
 
-    listing = await rabbitmqctl("list_connections", "pid", "vhost", "client_properties", "-q")
-    vhost = vhost_of(url)
-    for line in listing.splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 3 and fields[1] == vhost and service in fields[2]:
-            await rabbitmqctl("close_connection", fields[0], "consumer died", check=False)
+    await close_vhost_connections(vhost_of(url), client=service, reason="consumer died")
 
 
 async def test_a_consumer_that_dies_mid_handler_is_bounded(amqp_events_broker_url: str) -> None:
