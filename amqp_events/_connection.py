@@ -231,7 +231,7 @@ class Connection(Registrations):
                 )
                 self._publishers.append(publisher)
             for use in plan.transport_users:
-                use(transport)
+                use(transport, self._observers.instrument)
             for dispatcher in dispatchers:
                 await transport.consume(
                     ConsumerSpec(dispatcher.queue, dispatcher.consumer_callback, plan.prefetch)

@@ -105,6 +105,11 @@ class Instrument(Protocol):
     def connection_lost(self, service: str) -> None:
         """The connection was lost; it is being re-established."""
 
+    def deferred(self, headers: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A message is stored now, to be published later (the outbox): the headers it is to
+        carry, with what the instrument takes along from the time of writing (the current
+        trace context, the parent of its publish span); ``headers`` is not changed."""
+
     def pending_requests(self, service: str, target: str, delta: int) -> None:
         """Requests awaited from ``target`` went up or down by ``delta``."""
 
@@ -273,6 +278,11 @@ class _Fanout:
     def connection_lost(self, service: str) -> None:
         for i in self._instruments:
             i.connection_lost(service)
+
+    def deferred(self, headers: Mapping[str, Any]) -> Mapping[str, Any]:
+        for i in self._instruments:
+            headers = i.deferred(headers)
+        return headers
 
     def pending_requests(self, service: str, target: str, delta: int) -> None:
         for i in self._instruments:

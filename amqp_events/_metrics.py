@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -200,6 +201,9 @@ class MetricsInstrument:
 
     def connection_lost(self, service: str) -> None:
         self._families.reconnects.labels(service).inc()
+
+    def deferred(self, headers: Mapping[str, Any]) -> Mapping[str, Any]:
+        return headers  # counted when the relay publishes it
 
     def pending_requests(self, service: str, target: str, delta: int) -> None:
         self._families.pending_requests.labels(service, target).inc(delta)

@@ -103,8 +103,19 @@ class TracingInstrument:
             conversation = envelope.headers.get(naming.CE_CORRELATION_ID)
             if isinstance(conversation, str):
                 attributes["messaging.message.conversation_id"] = conversation
+        # A message written to the outbox carries the context it was written in: its publish
+        # span, made later by the relay, continues that trace.
+        parent = (
+            propagate.extract(envelope.headers, getter=_getter)
+            if envelope is not None
+            and not propagate.get_global_textmap().fields.isdisjoint(envelope.headers)
+            else None
+        )
         span = self._tracer.start_span(
-            f"publish {destination}", kind=SpanKind.PRODUCER, attributes=attributes
+            f"publish {destination}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
         )
         if envelope is not None:
             carrier: dict[str, str] = {}
@@ -112,6 +123,11 @@ class TracingInstrument:
             if carrier:
                 envelope.headers = {**envelope.headers, **_bounded(carrier)}
         return _PublishSpan(span)
+
+    def deferred(self, headers: Mapping[str, Any]) -> Mapping[str, Any]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return {**headers, **_bounded(carrier)} if carrier else headers
 
     def consuming(
         self, service: str, queue: str, pattern: str, routing_key: str, delivery: Delivery

@@ -16,6 +16,7 @@ from .. import _naming as naming
 from .._dispatch import check_overlaps
 from .._errors import ConfigurationError
 from .._handlers import Handler, HandlerSpec, check_handler, handler_name
+from .._instrument import Instrument
 from .._message_log import MessageLogger
 from .._publisher import Destination, Publisher
 from .._requests import PendingRequests
@@ -74,8 +75,9 @@ class SetupPlan:
         self.tasks: list[tuple[str, BackgroundWork]] = []
         self.upcasters: dict[str, dict[int, Upcaster]] = {}
         # Package-internal users of the live transport (the outbox relay): called once the
-        # topology is declared, before consumers start; the transport reconnects by itself.
-        self.transport_users: list[Callable[[Transport], None]] = []
+        # topology is declared, before consumers start, with the connection's instrument
+        # (metrics, tracing; None without); the transport reconnects by itself.
+        self.transport_users: list[Callable[[Transport, Instrument | None], None]] = []
 
     def add_handler(self, queue: str, spec: HandlerSpec, *, transient: bool = False) -> None:
         consumers = self.consume_queue(queue, transient=transient)

@@ -123,12 +123,14 @@ class Outbox:
         key = _checked_partition_key(partition_key)
         prepared = publisher._prepare(event, headers)
         target = publisher._require_target()
+        instrument = target.observers.instrument
+        stored = prepared.headers if instrument is None else instrument.deferred(prepared.headers)
         # The relay publishes the stored headers unchecked: a header frame too large for the
         # broker is refused here, at write time, not after the commit.
         check_header_frame(
             prepared.exchange,
             prepared.routing_key,
-            prepared.headers,
+            stored,
             OutgoingProperties(message_id=prepared.message_id, timestamp=prepared.timestamp),
             target.transport.frame_max,
         )
@@ -139,7 +141,7 @@ class Outbox:
                 exchange=prepared.exchange,
                 routing_key=prepared.routing_key,
                 body=prepared.body,
-                headers=encode_headers(prepared.headers),
+                headers=encode_headers(stored),
                 mandatory=prepared.mandatory if mandatory is None else bool(mandatory),
                 created_at=prepared.timestamp,
                 attempts=0,

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .. import _naming as naming
 from .._envelope import Envelope
 from .._errors import ConfigurationError
+from .._instrument import Instrument, publish_with
 from .._setup import Setup, SetupBuilder
 from .._setup._builder import SetupPlan
 from .._setup._instruments import prometheus_registry_for
@@ -50,6 +51,7 @@ class RelayOptions:
     retry_max: float
     retention: timedelta
     cleanup_interval: float
+    strict_order: bool
 
 
 _NO_HEADERS: Mapping[str, Any] = MappingProxyType({})
@@ -59,6 +61,11 @@ _PER_MESSAGE = (
     naming.CE_TIME,
     naming.CE_CORRELATION_ID,
     naming.CE_CAUSATION_ID,
+    # The trace context it was written in (W3C's fields; another propagator's would be
+    # taken as constant headers: correct, but encoded afresh each time).
+    "traceparent",
+    "tracestate",
+    "baggage",
 )
 _CONSTANTS_LIMIT = 256
 
@@ -80,6 +87,7 @@ def outbox_relay(
     retry_backoff: tuple[float, float] = (0.2, 10.0),
     retention: timedelta = timedelta(hours=1),
     cleanup_interval: float = 60.0,
+    strict_order: bool = False,
 ) -> Setup:
     """A setup that relays ``outbox`` through this connection while it is started.
 
@@ -95,6 +103,15 @@ def outbox_relay(
     rows of its partition meanwhile. Rows sent more than ``retention`` ago are deleted every
     ``cleanup_interval`` seconds, in batches. Several relays (service instances) on one
     PostgreSQL database share the work by partition; on SQLite one relay at a time works.
+
+    Rows of one partition are pipelined: a run of them is sent before the first is confirmed.
+    If the broker refuses one of them and takes a later one (a full ``reject-publish`` queue
+    that drains meanwhile does this), the later rows already reached the broker; they are not
+    marked sent and are published again after the refused one, so the last copy of each
+    arrives in order (the inbox absorbs the earlier copy). ``strict_order=True`` sends one row
+    of a partition at a time instead, each after the previous one's confirm: no row ever
+    reaches the broker before an earlier row of its partition, at the cost of a round trip
+    per row and partition (partitions still go side by side).
     """
     if not isinstance(outbox, Outbox):
         raise ConfigurationError(f"outbox_relay takes an Outbox, got {outbox!r}")
@@ -111,7 +128,13 @@ def outbox_relay(
     if poll_interval is None:
         poll_interval = 1.0 if outbox._db.is_postgresql else 0.05
     options = RelayOptions(
-        batch_size, poll_interval, initial, max(initial, maximum), retention, cleanup_interval
+        batch_size,
+        poll_interval,
+        initial,
+        max(initial, maximum),
+        retention,
+        cleanup_interval,
+        bool(strict_order),
     )
 
     def setup(builder: SetupBuilder) -> None:
@@ -161,12 +184,14 @@ class Relay:
         self._options = options
         self._service = service
         self._transport: Transport | None = None
+        self._instrument: Instrument | None = None
         self._wake = asyncio.Event()
         self._lock = self._db.relay_lock(self._table.name)
         self._next_due: float | None = None  # when a row in backoff is due (monotonic)
 
-    def attach(self, transport: Transport) -> None:
+    def attach(self, transport: Transport, instrument: Instrument | None) -> None:
         self._transport = transport
+        self._instrument = instrument
 
     async def run(self) -> None:
         outbox = self._outbox
@@ -412,27 +437,43 @@ class Relay:
     async def _publish_partition(self, rows: list[Row[Any]]) -> list[_Outcome]:
         """In order: runs of non-mandatory rows pipelined (one channel keeps their order), a
         mandatory row alone (it may be unroutable: nothing after it goes before it is
-        confirmed); after a failure, the rest of the partition waits for the next attempt."""
+        confirmed), a row being retried alone (the rows after it go once it is confirmed, not
+        again with each of its attempts), every row alone with ``strict_order``. The first
+        failure ends the
+        partition's turn: the rows sent after it in its run are left unsent, to be published
+        again after it (they reached the broker first; their new copies come after it)."""
         outcomes: list[_Outcome] = []
+        pipelined = not self._options.strict_order
         start = 0
         while start < len(rows):
             end = start + 1
-            if not rows[start].mandatory:
-                while end < len(rows) and not rows[end].mandatory:
+            if pipelined and _pipelinable(rows[start]):
+                while end < len(rows) and _pipelinable(rows[end]):
                     end += 1
             run = rows[start:end]
             results = await asyncio.gather(*(self._send(r) for r in run), return_exceptions=True)
-            failed = False
-            for row, result in zip(run, results, strict=True):
+            for index, (row, result) in enumerate(zip(run, results, strict=True)):
                 if isinstance(result, BaseException) and not isinstance(result, Exception):
                     raise result
                 error = result if isinstance(result, Exception) else None
                 outcomes.append(_Outcome(row, error))
-                failed = failed or error is not None
-            if failed:
-                break
+                if error is not None:
+                    if index + 1 < len(run):
+                        self._note_overtaken(row, run[index + 1 :])
+                    return outcomes
             start = end
         return outcomes
+
+    def _note_overtaken(self, failed: Row[Any], later: list[Row[Any]]) -> None:
+        log.warning(
+            "%s: outbox event %s (partition %r) was not published, but %d later event(s) of "
+            "its partition were sent with it; they are published again after it (same "
+            "message ids; an inbox absorbs the earlier copies). strict_order=True avoids this",
+            self._service,
+            failed.message_id,
+            failed.partition_key,
+            len(later),
+        )
 
     async def _send(self, row: Row[Any]) -> None:
         transport = self._transport
@@ -447,13 +488,30 @@ class Relay:
         # own message id and time; no per-id lock or header-frame check per publish (the
         # frame was checked when the row was written).
         constant, extra = self._split_headers(decode_headers(row.headers))
-        await transport.publish(
+        envelope = Envelope(row.message_id, created, extra)
+        instrument = self._instrument
+        if instrument is None:
+            await transport.publish(
+                row.exchange,
+                row.routing_key,
+                row.body,
+                constant,
+                mandatory=row.mandatory,
+                envelope=envelope,
+            )
+            return
+        # Counted in published_total, and traced: the publish span continues the trace the
+        # row was written in (the context it stored).
+        await publish_with(
+            instrument,
+            transport,
+            self._service,
             row.exchange,
             row.routing_key,
             row.body,
             constant,
             mandatory=row.mandatory,
-            envelope=Envelope(row.message_id, created, extra),
+            envelope=envelope,
         )
 
     def _split_headers(self, headers: dict[str, Any]) -> tuple[Mapping[str, Any], dict[str, Any]]:
@@ -560,6 +618,10 @@ class Relay:
 
     def _notified(self, *_args: Any) -> None:
         self._wake.set()
+
+
+def _pipelinable(row: Row[Any]) -> bool:
+    return not row.mandatory and not row.attempts
 
 
 def _due_prefixes(rows: Sequence[Row[Any]], now: datetime, stopped: set[str]) -> list[Row[Any]]:

@@ -62,6 +62,11 @@ async def test_a_refused_row_shows_as_a_blocked_partition_and_pending_rows(
 
         await eventually(held, within=10, what="partition a blocked, its 4 rows pending")
         assert [p.partition_key for p in await outbox.blocked_partitions()] == ["a"]
+        # What the relay publishes is counted as any publish is: b-0 confirmed, lost returned.
+        published = "amqp_events_published_total"
+        labels = {"service": "orders", "exchange": "events.topic.exchange"}
+        assert registry.get_sample_value(published, {**labels, "outcome": "confirmed"}) == 1
+        assert registry.get_sample_value(published, {**labels, "outcome": "returned"}) == 1
     finally:
         await orders.close()
     # Bounded labels: service and table, never a partition key.
