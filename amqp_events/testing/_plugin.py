@@ -76,7 +76,8 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 @contextlib.contextmanager
 def fresh_vhost(broker: BrokerHandle) -> Iterator[str]:
-    """A vhost made on ``broker`` for the ``with`` block and deleted after it, passed or failed;
+    """A vhost made on ``broker`` for the ``with`` block and deleted after it (with others, in
+    a batch: ``BrokerHandle.delete_vhost_later``), passed or failed;
     the test fails (no traceback) if vhosts cannot be created."""
     try:
         vhost = broker.create_vhost()
@@ -89,7 +90,7 @@ def fresh_vhost(broker: BrokerHandle) -> Iterator[str]:
     try:
         yield vhost
     finally:
-        broker.delete_vhost(vhost)
+        broker.delete_vhost_later(vhost)
 
 
 def pytest_configure(config: pytest.Config) -> None:

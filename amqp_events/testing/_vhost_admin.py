@@ -9,7 +9,7 @@ fixture gives.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from .._errors import AmqpEventsError
@@ -137,6 +137,12 @@ class VhostAdmin(abc.ABC):
     @abc.abstractmethod
     def delete_vhost(self, vhost: str) -> None:
         """Delete ``vhost`` and everything in it; a vhost that does not exist is no error."""
+
+    def delete_vhosts(self, vhosts: Sequence[str]) -> None:
+        """Delete each of ``vhosts`` (at once where the admin can: one command, not one
+        each); one that does not exist is no error."""
+        for vhost in vhosts:
+            self.delete_vhost(vhost)
 
     @abc.abstractmethod
     def list_vhosts(self) -> list[str]:

@@ -30,7 +30,7 @@ from amqp_events.testing import (
     _broker,
     find_broker,
 )
-from amqp_events.testing._broker import choose_vhost_admin
+from amqp_events.testing._broker import DELETE_BATCH, choose_vhost_admin
 from amqp_events.testing._management_api import ManagementApiAdmin
 from amqp_events.testing._rabbitmqctl import MADE_AHEAD, RabbitmqctlAdmin
 from amqp_events.testing._urls import broker_answers, new_vhost_name, url_with_vhost
@@ -863,6 +863,49 @@ def test_rabbitmqctl_makes_fresh_vhosts_ahead_in_one_call_and_hands_each_out_onc
     assert len(unused) == MADE_AHEAD - 1
     assert not set(unused) & set(handed_out)
     assert ctl.unused_vhosts() == []
+
+
+def test_rabbitmqctl_deletes_several_vhosts_with_one_eval() -> None:
+    ctl = ScriptedRabbitmqctl({})
+
+    ctl.delete_vhosts(["t-1", "t-2", "t-3"])
+
+    [(args, stdin)] = ctl.calls
+    assert args[0] == "eval"
+    assert args[1] == (
+        '_ = [catch rabbit_vhost:delete(V, <<"guest">>) || '
+        'V <- [<<"t-1">>, <<"t-2">>, <<"t-3">>]], ok.'
+    )
+    assert stdin is None
+
+
+def test_rabbitmqctl_deletes_one_by_one_when_eval_fails_or_a_name_needs_quoting() -> None:
+    failing = ScriptedRabbitmqctl({"eval": (70, "Error: eval is disabled")})
+    failing.delete_vhosts(["t-1", "t-2"])
+    assert [c[0][0] for c in failing.calls] == ["eval", "delete_vhost", "delete_vhost"]
+
+    quoted = ScriptedRabbitmqctl({})
+    quoted.delete_vhosts(["t-1", 'a"b'])
+    assert [c[0] for c in quoted.calls] == [
+        ("delete_vhost", "--quiet", "t-1"),
+        ("delete_vhost", "--quiet", 'a"b'),
+    ]
+
+
+def test_a_broker_handle_deletes_finished_vhosts_a_batch_at_a_time_and_the_rest_at_close() -> None:
+    ctl = ScriptedRabbitmqctl({})
+    broker = BrokerHandle("amqp://guest:guest@127.0.0.1:5672/", admin=ctl)
+    made = [broker.create_vhost(f"v-{i}") for i in range(DELETE_BATCH + 2)]
+    ctl.calls.clear()
+
+    for vhost in made:
+        broker.delete_vhost_later(vhost)
+
+    assert [c[0][0] for c in ctl.calls] == ["eval"]  # the first DELETE_BATCH, at once
+    assert all(f'<<"{v}">>' in ctl.calls[0][0][1] for v in made[:DELETE_BATCH])
+    broker.close()
+    assert [c[0][0] for c in ctl.calls] == ["eval", "eval"]  # the last two, at close
+    assert all(f'<<"{v}">>' in ctl.calls[1][0][1] for v in made[DELETE_BATCH:])
 
 
 def test_rabbitmqctl_delete_missing_vhost_is_no_error() -> None:
