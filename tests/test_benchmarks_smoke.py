@@ -15,6 +15,7 @@ import pytest
 from benchmarks.__main__ import main
 from benchmarks.report import render, summarize, write_json
 from benchmarks.runner import WORKLOADS, Options, run_benchmarks
+from benchmarks.scaling import main as scaling_main
 from benchmarks.workloads_go import unavailable as go_unavailable
 from benchmarks.workloads_outbox import unavailable as outbox_unavailable
 
@@ -61,3 +62,25 @@ async def test_every_workload_delivers_every_message(
 def test_unknown_only_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="unknown --only nosuch"):
         main(["--only", "nosuch"])
+
+
+def test_scaling_consumes_every_message_with_each_worker_count(
+    amqp_events_rabbitmq_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "scaling.json"
+    sizes = ["--workers", "1,2", "--messages", "500", "--runs", "1"]
+
+    code = scaling_main([*sizes, "--url", amqp_events_rabbitmq_url, "--json", str(path)])
+
+    assert code == 0
+    written = json.loads(path.read_text())
+    for result in written["results"]:
+        assert result["received"] == result["expected"] == 500, result
+        assert result["duplicates"] == 0, result
+        assert [s["extra"]["left_in_queue"] for s in result["samples"]] == [0]
+    assert [r["workers"] for r in written["results"]] == [1, 2]
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0].splitlines()[2:]  # after the title and the header
+    assert [line.split()[0] for line in table] == ["1", "2"]
+    assert all(line.endswith("500/500") for line in table), table
+    assert "What limits it: " in out
