@@ -16,7 +16,13 @@ Private: a ``Connection`` picks its transport from the URL (``amqp://``/``amqps:
   - ``_amqp``: a session on RabbitMQ: its channels, declaring, consuming;
   - ``_amqp_publishing``: its publishes, with confirms and returns matched to each;
   - ``_amqp_channels``: its connection and channels, aiormq's errors as ours;
-  - ``_amqp_delivery``: a delivered message, settled on its channel;
+- the hot path on RabbitMQ (issue #18): the frames sent and received once per message, by hand,
+  on aiormq's connection:
+  - ``_lean_link``: the connection's reader and writer: hot frames parsed as they arrive, the
+    rest fed on to aiormq; writes batched per event-loop turn;
+  - ``_lean_publish``: a confirm-mode channel: publishes matched to their confirms and returns;
+  - ``_lean_consume``: the consume channel: deliveries to their consumers, acks and rejects;
+  - ``_frames`` and ``_frame_tables``: the AMQP 0-9-1 codec of those frames (no I/O);
 - ``_wire``: what AMQP can carry (header values, frame sizes) and what moves may copy;
 - ``memory``: the in-process broker, with its session (``memory._session``).
 """

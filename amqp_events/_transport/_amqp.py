@@ -1,19 +1,21 @@
 """RabbitMQ sessions through aio-pika.
 
-aio-pika opens the connection and channels; the per-message paths (publish, deliver, ack) talk to
-the underlying aiormq channel directly, which saves an aio-pika message object per message.
-Reconnection is not here: ``ReconnectingTransport`` opens a new session when one dies.
+aio-pika opens the connection and channels; the per-message frames (publish, confirm, deliver,
+ack) bypass it and aiormq: the lean link (``_lean_link``) reads and writes them by hand on
+aiormq's socket. Reconnection is not here: ``ReconnectingTransport`` opens a new session when
+one dies.
 
 ``AmqpSession`` stacks three layers, one module each: ``AmqpChannels`` (``_amqp_channels``: the
 connection, its channels, aiormq's errors as ours), ``AmqpPublishing`` (``_amqp_publishing``:
 publishes with confirms and returns) and, here, declaring and consuming. ``AmqpOpener``
-(``_amqp_opener``) opens one; ``AmqpDelivery`` (``_amqp_delivery``) is what its consumers get.
+(``_amqp_opener``) opens one; ``LeanDelivery`` (``_lean_consume``) is what its consumers get.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import aiormq
@@ -25,9 +27,15 @@ from .._errors import BrokerConnectionError
 from .._topology import ConsumerSpec, Topology
 from .._url import redact
 from ._amqp_channels import GONE
-from ._amqp_delivery import AmqpDelivery
 from ._amqp_publishing import AmqpPublishing
 from ._base import SessionHooks
+from ._lean_consume import ConsumingChannel
+from ._lean_link import LeanLink
+
+
+async def _never_called(message: aiormq.abc.DeliveredMessage) -> None:
+    raise AssertionError("the lean link takes a hot channel's deliveries")
+
 
 __all__ = ["AmqpSession"]
 
@@ -37,10 +45,13 @@ log = logging.getLogger(__name__)
 class AmqpSession(AmqpPublishing):
     """One connection to RabbitMQ: a channel to publish on (confirms), one to consume on."""
 
-    def __init__(self, connection: AbstractConnection, url: str, hooks: SessionHooks) -> None:
-        super().__init__(connection, url)
+    def __init__(
+        self, connection: AbstractConnection, url: str, hooks: SessionHooks, link: LeanLink
+    ) -> None:
+        super().__init__(connection, url, link)
         self._hooks = hooks
         self._consume: aiormq.abc.AbstractChannel | None = None
+        self._consumers: ConsumingChannel | None = None
         connection.close_callbacks.add(self._on_connection_closed)
 
     def __repr__(self) -> str:
@@ -48,12 +59,16 @@ class AmqpSession(AmqpPublishing):
 
     async def open_channels(self) -> None:
         self._publish = await self._channel(confirms=True)
-        self._consume = await self._channel(confirms=False)
-        self._consume.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
-        self._consume.closing.add_done_callback(self._on_consume_channel_closed)
+        self._hot = self._hot_channel(self._publish)
+        self._consume = consume = await self._channel(confirms=False)
+        self._consumers = ConsumingChannel(self._link, consume, asyncio.get_running_loop())
+        self._link.register(consume.number, self._consumers)
+        consume.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+        consume.closing.add_done_callback(self._on_consume_channel_closed)
 
     def _on_connection_closed(self, _sender: object, exc: BaseException | None) -> None:
         self._lost = True
+        self._link.lost(BrokerConnectionError(f"connection to {redact(self._url)} lost: {exc!r}"))
         if not self._closing:
             self._hooks.session_lost(
                 self,
@@ -61,6 +76,9 @@ class AmqpSession(AmqpPublishing):
             )
 
     def _on_consume_channel_closed(self, _future: asyncio.Future[Any]) -> None:
+        consumers = self._consumers
+        if consumers is not None:
+            self._link.unregister(consumers.number, consumers, ConnectionError("channel closed"))
         if self._closing or self._dead:
             return
         # A consume channel closed by the broker takes every consumer with it: start over.
@@ -68,6 +86,8 @@ class AmqpSession(AmqpPublishing):
         asyncio.get_running_loop().create_task(self._connection.close())
 
     def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
+        if frame.consumer_tag and self._consumers is not None:
+            self._consumers.discard(frame.consumer_tag)
         if frame.consumer_tag:
             self._hooks.consumer_cancelled(self, frame.consumer_tag)
 
@@ -103,28 +123,36 @@ class AmqpSession(AmqpPublishing):
                     )
 
     async def consume(self, spec_: ConsumerSpec) -> str:
-        channel = self._consume
+        channel, consumers = self._consume, self._consumers
         assert channel is not None
-        callback = spec_.callback
-
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            await callback(AmqpDelivery(message, channel))
-
-        with self._translated(f"consuming queue {spec_.queue!r}"):
-            # global_=False: RabbitMQ applies the limit to each consumer started after it.
-            await channel.basic_qos(prefetch_count=spec_.prefetch, global_=False)
-            result = await channel.basic_consume(spec_.queue, on_message, exclusive=spec_.exclusive)
-        assert result.consumer_tag is not None
-        return result.consumer_tag
+        assert consumers is not None
+        # Our own tag, routed before Basic.Consume goes out: the first deliveries may come in
+        # the same read as its ConsumeOk. aiormq's callback never runs: the link takes them.
+        tag = f"amq.ctag-{uuid.uuid4().hex}"
+        consumers.add(tag, spec_.callback)
+        try:
+            with self._translated(f"consuming queue {spec_.queue!r}"):
+                # global_=False: RabbitMQ applies the limit to each consumer started after it.
+                await channel.basic_qos(prefetch_count=spec_.prefetch, global_=False)
+                await channel.basic_consume(
+                    spec_.queue, _never_called, exclusive=spec_.exclusive, consumer_tag=tag
+                )
+        except BaseException:
+            consumers.discard(tag)
+            raise
+        return tag
 
     async def cancel(self, consumer_tag: str) -> None:
         channel = self._consume
         if channel is None or channel.is_closed:
             return
         try:
+            self._link.flush()  # acks before the cancel
             await channel.basic_cancel(consumer_tag)
         except (aiormq.exceptions.AMQPError, *GONE) as exc:
             raise self._gone(f"cancelling consumer {consumer_tag}", exc) from None
+        if self._consumers is not None:
+            self._consumers.discard(consumer_tag)
 
     async def message_count(self, queue: str) -> int:
         doing = f"counting messages of {queue!r}"

@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractConnection
 
 from .._errors import BrokerConnectionError, BrokerError
 from .._url import redact
+from ._lean_link import LeanLink
 from ._wire import UNLIMITED_FRAME_MAX
 
 __all__ = ["GONE", "AmqpChannels", "broker_error", "refusal"]
@@ -69,12 +70,14 @@ def _negotiated_frame_max(connection: AbstractConnection) -> int:
 class AmqpChannels:
     """One connection to RabbitMQ: whether it lives, channels on it, its errors as ours."""
 
-    def __init__(self, connection: AbstractConnection, url: str) -> None:
+    def __init__(self, connection: AbstractConnection, url: str, link: LeanLink) -> None:
         self._connection = connection
         self._url = url
         self._closing = False
         self._lost = False  # aio-pika's is_closed stays False when the broker closed us
         self._frame_max = _negotiated_frame_max(connection)
+        self._link = link  # the hot path: publishes, confirms, deliveries and acks
+        link.set_frame_max(self._frame_max)
 
     @property
     def is_open(self) -> bool:

@@ -15,6 +15,7 @@ from .._naming import HEARTBEAT_SECONDS
 from .._url import redact
 from ._amqp import AmqpSession
 from ._base import SessionHooks
+from ._lean_link import LeanLink, LeanTransportFactory
 
 __all__ = ["AmqpOpener"]
 
@@ -53,13 +54,23 @@ class AmqpOpener:
             options["heartbeat"] = HEARTBEAT_SECONDS
         if self._ssl_context is not None:
             options["ssl_context"] = self._ssl_context
+        link = LeanLink()
+
+        class _LeanConnection(aio_pika.Connection):
+            # aio-pika passes only the parameters it knows on to aiormq: the transport of the
+            # hot path (aiormq's own hook) is set here.
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.kwargs["transport_factory"] = LeanTransportFactory(link)
+
         connection = await aio_pika.connect(
             url,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self._connection_name},
+            connection_class=_LeanConnection,
             **options,
         )
-        session = AmqpSession(connection, url, hooks)
+        session = AmqpSession(connection, url, hooks, link)
         try:
             await session.open_channels()
         except BaseException:

@@ -1,29 +1,43 @@
 """Publishing on RabbitMQ: one channel in confirm mode, each publish matched to its outcome.
 
-The base of ``AmqpSession`` above ``AmqpChannels``. A publish waits for its confirm (or its
-basic.return, for a mandatory one no queue took) on the aiormq channel directly, which saves an
-aio-pika message object per message. aiormq matches a basic.return to its publish by message_id,
-so publishes of one explicit message_id go one at a time.
+The base of ``AmqpSession`` above ``AmqpChannels``. aiormq opens the channel (and puts it in
+confirm mode); the publishes themselves go by hand (``_lean_publish``): frames from parts
+encoded once, one write per event-loop turn, each confirm matched by its delivery tag. A
+basic.return is matched to its publish by message_id, so publishes of one explicit message_id
+go one at a time; a publish without one is given one, as aiormq did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiormq
 import aiormq.abc
 from aio_pika.abc import AbstractConnection
-from pamqp import commands as spec
 
 from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError, PublishOutcomeUnknown, Unroutable
 from .._url import redact
-from ._amqp_channels import GONE, AmqpChannels, refusal
+from ._amqp_channels import GONE, AmqpChannels
 from ._base import OutgoingProperties, publish_refused
-from ._wire import amqp_properties, check_header_frame, unencodable_headers
+from ._lean_link import ChannelClosedByBroker, LeanLink
+from ._lean_publish import ConfirmingChannel, Nacked, ReturnedByBroker, properties_for
+from ._wire import check_header_frame, unencodable_headers
+
+# A publish with no confirm timeout waits as long as its connection lives.
+_NO_TIMEOUT = 10.0 * 365 * 24 * 3600
+
+
+def _closed(closing: asyncio.Future[Any]) -> BaseException:
+    if closing.cancelled():
+        return ConnectionError("channel closed")
+    return closing.exception() or ConnectionError("channel closed")
+
 
 __all__ = ["AmqpPublishing"]
 
@@ -41,9 +55,10 @@ class _IdTurn:
 class AmqpPublishing(AmqpChannels):
     """A connection's publish channel (confirms on), reopened after the broker closed it."""
 
-    def __init__(self, connection: AbstractConnection, url: str) -> None:
-        super().__init__(connection, url)
+    def __init__(self, connection: AbstractConnection, url: str, link: LeanLink) -> None:
+        super().__init__(connection, url, link)
         self._publish: aiormq.abc.AbstractChannel | None = None
+        self._hot: ConfirmingChannel | None = None
         self._publish_lock = asyncio.Lock()
         # The last headers object whose content header frame fit: Publisher.publish without
         # user headers passes the same dict every time, so checking it once is enough.
@@ -52,19 +67,35 @@ class AmqpPublishing(AmqpChannels):
         # publish by message_id, so a second publish of one id waits for the first's outcome.
         self._waiting_ids: dict[str, _IdTurn] = {}
 
-    async def _publish_channel(self) -> aiormq.abc.AbstractChannel:
-        channel = self._publish
-        if channel is not None and not channel.is_closed:
-            return channel
+    async def _publish_channel(self) -> ConfirmingChannel:
+        """The hot publish channel; a new one when the broker closed the last."""
+        hot = self._hot
+        if hot is not None and hot.failure is None:
+            return hot
         if self._dead:
             raise BrokerConnectionError(f"connection to {redact(self._url)} is closed")
         async with self._publish_lock:  # after a channel error, one task reopens it
-            if self._publish is None or self._publish.is_closed:
+            if self._hot is None or self._hot.failure is not None:
                 try:
-                    self._publish = await self._channel(confirms=True)
+                    channel = await self._channel(confirms=True)
                 except GONE as exc:
                     raise self._gone("reopening the publish channel", exc) from None
-            return self._publish
+                self._publish = channel
+                self._hot = self._hot_channel(channel)
+            return self._hot
+
+    def _hot_channel(self, channel: aiormq.abc.AbstractChannel) -> ConfirmingChannel:
+        hot = ConfirmingChannel(
+            self._link, channel.number, self._frame_max, asyncio.get_running_loop()
+        )
+        self._link.register(channel.number, hot)
+
+        def on_closed(closing: asyncio.Future[Any]) -> None:
+            # Closed by aiormq (ours, or the connection's end) without a Close we saw first.
+            self._link.unregister(channel.number, hot, self._gone("publishing", _closed(closing)))
+
+        channel.closing.add_done_callback(on_closed)
+        return hot
 
     async def publish(
         self,
@@ -123,45 +154,65 @@ class AmqpPublishing(AmqpChannels):
         confirm_timeout: float | None,
         envelope: Envelope | None = None,
     ) -> None:
-        channel = self._publish
-        if channel is None or channel.is_closed:
-            channel = await self._publish_channel()
-        props = amqp_properties(headers, properties, envelope)
+        hot = self._hot
+        if hot is None or hot.failure is not None:
+            hot = await self._publish_channel()
+        if envelope is not None:
+            message_id: str | None = envelope.message_id
+            timestamp: datetime | None = envelope.timestamp
+            extra: dict[str, Any] | None = envelope.headers
+        else:
+            message_id = properties.message_id if properties is not None else None
+            timestamp = properties.timestamp if properties is not None else None
+            extra = None
+        # As aiormq did: every message has an id (a return is matched to its publish by it).
+        message_id = message_id or uuid.uuid4().hex
         try:
-            confirmation = await channel.basic_publish(
+            if properties is None:
+                encoded = properties_for(headers, None).encode(
+                    headers=extra, message_id=message_id, timestamp=timestamp
+                )
+            else:
+                encoded = properties_for(headers, properties.content_type).encode(
+                    headers=extra,
+                    correlation_id=properties.correlation_id,
+                    reply_to=properties.reply_to,
+                    expiration=str(properties.expiration) if properties.expiration else None,
+                    message_id=message_id,
+                    timestamp=timestamp,
+                )
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            # Nothing was sent (the frame check before encodes them first: a last resort).
+            raise unencodable_headers(exchange, routing_key, headers, exc) from None
+        if self._link.congested:
+            await self._link.drain()
+        try:
+            await hot.publish(
+                exchange,
+                routing_key,
                 body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=props,
+                encoded,
                 mandatory=mandatory,
-                timeout=confirm_timeout,
+                message_id=message_id,
+                timeout=confirm_timeout if confirm_timeout is not None else _NO_TIMEOUT,
             )
-        except aiormq.exceptions.PublishError as exc:
+        except ReturnedByBroker:
             raise Unroutable(
                 f"message to exchange {exchange!r} with routing key {routing_key!r} is "
                 "unroutable: no queue is bound to match it (published as mandatory)"
-            ) from exc
-        except aiormq.exceptions.DeliveryError as exc:
-            raise PublishError(f"broker refused {routing_key!r} on {exchange!r}: {exc}") from exc
-        except aiormq.exceptions.AMQPChannelError as exc:
+            ) from None
+        except Nacked:
+            raise PublishError(
+                f"broker refused {routing_key!r} on {exchange!r}: basic.nack"
+            ) from None
+        except ChannelClosedByBroker as exc:
             if self._dead:
                 raise self._gone(f"publishing {routing_key!r}", exc) from None
-            raise publish_refused(exchange, *refusal(exc)) from None
-        except GONE as exc:
-            raise self._gone(f"publishing {routing_key!r}", exc) from None
+            raise publish_refused(exchange, exc.code, exc.text) from None
         except TimeoutError:
             raise PublishOutcomeUnknown(
                 f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s: "
                 "the broker may or may not have it"
             ) from None
-        except (TypeError, ValueError, OverflowError, struct.error) as exc:
-            # pamqp failed to encode the properties: nothing was sent (the frame check above
-            # encodes them first, so this is a last resort).
-            raise unencodable_headers(exchange, routing_key, headers, exc) from None
-        except Exception as exc:
-            # aiormq fails what is pending on a closing connection with a bare Exception().
-            if self._closing or self._dead:
-                raise self._gone(f"publishing {routing_key!r}", exc) from None
-            raise PublishError(f"{routing_key!r} to {exchange!r} not confirmed: {exc!r}") from exc
-        if not isinstance(confirmation, spec.Basic.Ack):
-            raise PublishError(f"broker did not ack {routing_key!r} on {exchange!r}")
+        except (BrokerConnectionError, *GONE) as exc:
+            raise self._gone(f"publishing {routing_key!r}", exc) from None

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import pytest
 
-from amqp_events.testing import capture, run_until_idle
+from amqp_events.testing import capture
 
 from .apps import ledger
 from .apps.ledger import DLQ, QUEUE, EntryPosted
@@ -110,9 +110,10 @@ async def test_replay_into_the_fixed_handler_loses_nothing(filled: str, acli: Cl
 
     ledger.FAIL["on"] = False
     fixed = ledger.make_ledger()
-    await fixed.start()
-    async with fixed:
-        outcome = await run_until_idle(fixed)
+    # Watched from before it starts: the replayed messages wait in its queue, and may be
+    # handled as soon as its consumer is set up.
+    async with fixed, capture(fixed) as outcome:
+        await fixed.start()
     assert sorted(h.event.id for h in outcome.handled) == ["e0", "e1", "e2"]
     assert outcome.dead_lettered == []
     assert sorted(ledger.HANDLED) == [(f"e{i}", "Entry.Posted", "acme") for i in range(3)]
@@ -126,9 +127,8 @@ async def test_a_replay_that_fails_again_comes_back_once_with_a_fresh_count(
     result = await acli("dlq", "replay", QUEUE, "--url", filled, "--limit", "1")
     assert "replayed 1 message(s)" in result.out
     still_failing = ledger.make_ledger()
-    await still_failing.start()
-    async with still_failing:
-        outcome = await run_until_idle(still_failing)
+    async with still_failing, capture(still_failing) as outcome:
+        await still_failing.start()
     assert [d.event.id for d in outcome.dead_lettered] == ["e0"]
     listed = json.loads((await acli("dlq", "list", QUEUE, "--url", filled, "--json")).out)
     letters = listed["dead_letters"]
