@@ -147,12 +147,25 @@ class AmqpSession(AmqpPublishing):
         if channel is None or channel.is_closed:
             return
         try:
-            self._link.flush()  # acks before the cancel
+            self._write_pending()  # acks before the cancel
             await channel.basic_cancel(consumer_tag)
         except (aiormq.exceptions.AMQPError, *GONE) as exc:
             raise self._gone(f"cancelling consumer {consumer_tag}", exc) from None
         if self._consumers is not None:
             self._consumers.discard(consumer_tag)
+
+    def _write_pending(self) -> None:
+        """Acks and publishes waiting for the end of this loop turn, written now: before a
+        frame of aiormq's that must come after them."""
+        if self._consumers is not None:
+            self._consumers.write_acks()
+        self._link.flush()
+
+    async def close(self) -> None:
+        # Before aiormq's Connection.Close: frames after it are discarded, and an ack lost
+        # at a clean shutdown would have its message handled again.
+        self._write_pending()
+        await super().close()
 
     async def message_count(self, queue: str) -> int:
         doing = f"counting messages of {queue!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError, PublishOutcomeUnknown, Unroutable
 from .._url import redact
 from ._amqp_channels import GONE, AmqpChannels
-from ._base import OutgoingProperties, publish_refused
+from ._base import OutgoingProperties, PublishItem, publish_refused
 from ._lean_link import ChannelClosedByBroker, LeanLink
 from ._lean_publish import ConfirmingChannel, Nacked, ReturnedByBroker, properties_for
 from ._wire import check_header_frame, unencodable_headers
@@ -157,6 +157,93 @@ class AmqpPublishing(AmqpChannels):
         hot = self._hot
         if hot is None or hot.failure is not None:
             hot = await self._publish_channel()
+        if self._link.congested:
+            await self._link.drain()
+        confirmed = self._send(
+            hot,
+            exchange,
+            routing_key,
+            body,
+            headers,
+            properties,
+            mandatory,
+            confirm_timeout,
+            envelope,
+        )
+        try:
+            await confirmed
+        except Exception as exc:
+            raise self._failure(exc, exchange, routing_key, confirm_timeout) from None
+
+    async def publish_pipelined(
+        self, items: Sequence[PublishItem], confirm_timeout: float | None
+    ) -> list[BaseException | None]:
+        """Publish ``items`` in one go: every frame written at once, then every confirm
+        awaited, with no task per publish. Each one's outcome, as ``publish`` raises it."""
+        try:
+            hot = self._hot
+            if hot is None or hot.failure is not None:
+                hot = await self._publish_channel()
+            if self._link.congested:
+                await self._link.drain()
+        except Exception as exc:
+            return [exc] * len(items)
+        outcomes: list[BaseException | None] = [None] * len(items)
+        waiting: list[asyncio.Future[None]] = []
+        sent: list[int] = []
+        frame_max = self._frame_max
+        for n, item in enumerate(items):
+            try:
+                if item.headers is not self._fitting_headers and check_header_frame(
+                    item.exchange,
+                    item.routing_key,
+                    item.headers,
+                    None,
+                    frame_max,
+                    item.envelope,
+                ):
+                    self._fitting_headers = item.headers
+                waiting.append(
+                    self._send(
+                        hot,
+                        item.exchange,
+                        item.routing_key,
+                        item.body,
+                        item.headers,
+                        None,
+                        item.mandatory,
+                        confirm_timeout,
+                        item.envelope,
+                    )
+                )
+                sent.append(n)
+            except Exception as exc:
+                outcomes[n] = exc
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        for n, result in zip(sent, results, strict=True):
+            if result is not None:
+                if not isinstance(result, Exception):
+                    raise result  # cancellation goes through
+                item = items[n]
+                outcomes[n] = self._failure(
+                    result, item.exchange, item.routing_key, confirm_timeout
+                )
+        return outcomes
+
+    def _send(
+        self,
+        hot: ConfirmingChannel,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope | None,
+    ) -> asyncio.Future[None]:
+        """Encode and write one publish (with the others of this loop turn); its confirm
+        settles the future. Raises what fails before anything is written."""
         if envelope is not None:
             message_id: str | None = envelope.message_id
             timestamp: datetime | None = envelope.timestamp
@@ -184,10 +271,8 @@ class AmqpPublishing(AmqpChannels):
         except (TypeError, ValueError, OverflowError, struct.error) as exc:
             # Nothing was sent (the frame check before encodes them first: a last resort).
             raise unencodable_headers(exchange, routing_key, headers, exc) from None
-        if self._link.congested:
-            await self._link.drain()
         try:
-            await hot.publish(
+            return hot.publish(
                 exchange,
                 routing_key,
                 body,
@@ -196,23 +281,29 @@ class AmqpPublishing(AmqpChannels):
                 message_id=message_id,
                 timeout=confirm_timeout if confirm_timeout is not None else _NO_TIMEOUT,
             )
-        except ReturnedByBroker:
-            raise Unroutable(
+        except Exception as exc:  # the channel is gone: nothing was written
+            raise self._failure(exc, exchange, routing_key, confirm_timeout) from None
+
+    def _failure(
+        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
+    ) -> Exception:
+        """What a publish raises for what became of it on the hot channel."""
+        if isinstance(exc, ReturnedByBroker):
+            return Unroutable(
                 f"message to exchange {exchange!r} with routing key {routing_key!r} is "
                 "unroutable: no queue is bound to match it (published as mandatory)"
-            ) from None
-        except Nacked:
-            raise PublishError(
-                f"broker refused {routing_key!r} on {exchange!r}: basic.nack"
-            ) from None
-        except ChannelClosedByBroker as exc:
+            )
+        if isinstance(exc, Nacked):
+            return PublishError(f"broker refused {routing_key!r} on {exchange!r}: basic.nack")
+        if isinstance(exc, ChannelClosedByBroker):
             if self._dead:
-                raise self._gone(f"publishing {routing_key!r}", exc) from None
-            raise publish_refused(exchange, exc.code, exc.text) from None
-        except TimeoutError:
-            raise PublishOutcomeUnknown(
+                return self._gone(f"publishing {routing_key!r}", exc)
+            return publish_refused(exchange, exc.code, exc.text)
+        if isinstance(exc, TimeoutError):
+            return PublishOutcomeUnknown(
                 f"{routing_key!r} to {exchange!r} not confirmed within {confirm_timeout}s: "
                 "the broker may or may not have it"
-            ) from None
-        except (BrokerConnectionError, *GONE) as exc:
-            raise self._gone(f"publishing {routing_key!r}", exc) from None
+            )
+        if isinstance(exc, (BrokerConnectionError, *GONE)):
+            return self._gone(f"publishing {routing_key!r}", exc)
+        return exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ __all__ = [
     "CloseCallback",
     "Delivery",
     "OutgoingProperties",
+    "PublishItem",
     "Session",
     "SessionHooks",
     "SessionOpener",
@@ -22,6 +23,28 @@ __all__ = [
 ]
 
 CloseCallback = Callable[[BaseException | None], None]
+
+
+class PublishItem:
+    """One publish of a batch (``Transport.publish_batch``): what ``publish`` takes."""
+
+    __slots__ = ("body", "envelope", "exchange", "headers", "mandatory", "routing_key")
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        mandatory: bool,
+        envelope: Envelope,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.headers = headers
+        self.mandatory = mandatory
+        self.envelope = envelope
 
 
 class OutgoingProperties:
@@ -218,6 +241,10 @@ class Transport(Protocol):
         envelope: Envelope | None = None,
     ) -> None:
         """Publish persistently and return once the broker confirmed; raise PublishError if not."""
+
+    async def publish_batch(self, items: Sequence[PublishItem]) -> list[BaseException | None]:
+        """Publish ``items`` pipelined; each one's outcome, as ``publish`` would raise it
+        (None: confirmed). Cancellation goes through."""
 
     async def close(self) -> None:
         """Close the connection; unsettled deliveries go back to their queues."""

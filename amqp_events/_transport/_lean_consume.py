@@ -1,8 +1,10 @@
 """Consuming on a hot channel: deliveries parsed by hand, acks and rejects written by hand.
 
 The link hands each Basic.Deliver with its content to ``ConsumingChannel.received``, which
-starts the consumer's callback in a task of its own, as aiormq did. ``LeanDelivery.ack`` and
-``reject`` write their frame with the others of the loop turn: many acks, one ``send``.
+starts the consumer's callback in a task of its own, as aiormq did. Acks of one loop turn go
+out together, as one Basic.Ack with ``multiple`` for those below every delivery still being
+handled (one frame, one broker operation, for many), the others one by one. A reject is written
+at once: before any ack that could cover it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class ConsumingChannel:
         self._loop = loop
         self._consumers: dict[str, DeliveryCallback] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        # Delivered, not yet settled: at most the consumers' prefetch, so min() is cheap.
+        self._unsettled: set[int] = set()
+        self._acks: list[int] = []  # acked in this loop turn, written by write_acks
+        self._acks_due = False
         self.failure: BaseException | None = None
 
     def add(self, consumer_tag: str, callback: DeliveryCallback) -> None:
@@ -56,6 +62,7 @@ class ConsumingChannel:
             # A consumer cancelled meanwhile: back to its queue, now rather than at the close.
             self.link.write(basic_reject_frame(self.number, record.delivery_tag, requeue=True))
             return
+        self._unsettled.add(record.delivery_tag)
         task = asyncio.ensure_future(callback(LeanDelivery(record, self)), loop=self._loop)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -68,6 +75,43 @@ class ConsumingChannel:
     def closed(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
+        self._acks.clear()  # the broker requeues what was not acked
+        self._unsettled.clear()
+
+    def ack(self, tag: int) -> None:
+        self._unsettled.discard(tag)
+        self._acks.append(tag)
+        if not self._acks_due:
+            self._acks_due = True
+            self._loop.call_soon(self.write_acks)
+
+    def reject(self, tag: int, requeue: bool) -> None:
+        self._unsettled.discard(tag)
+        self.link.write(basic_reject_frame(self.number, tag, requeue=requeue))
+
+    def write_acks(self) -> None:
+        """The acks of this turn into the link's buffer: one ``multiple`` ack for those below
+        every unsettled delivery (it covers nothing still being handled), the rest alone."""
+        self._acks_due = False
+        acks = self._acks
+        if not acks or self.failure is not None:
+            acks.clear()
+            return
+        self._acks = []
+        number = self.number
+        if len(acks) == 1:
+            self.link.write(basic_ack_frame(number, acks[0]))
+            return
+        low = min(self._unsettled) if self._unsettled else None
+        below = [tag for tag in acks if low is None or tag < low]
+        frames = []
+        if len(below) > 1:
+            frames.append(basic_ack_frame(number, max(below), multiple=True))
+            above = [tag for tag in acks if low is not None and tag > low]
+        else:
+            above = acks
+        frames += [basic_ack_frame(number, tag) for tag in above]
+        self.link.write(b"".join(frames))
 
 
 class LeanDelivery(Delivery):
@@ -92,36 +136,36 @@ class LeanDelivery(Delivery):
         self._channel = channel
         self._tag = record.delivery_tag
 
-    def _settle(self, frame: bytes, what: str) -> bool:
+    def _gone(self, what: str) -> bool:
         self.settled = True
         channel = self._channel
-        if channel.failure is not None:
-            # The channel is gone, so the broker requeues the message itself.
-            log.warning(
-                "%s of %r failed; the broker redelivers it: %r",
-                what,
-                self.routing_key,
-                channel.failure,
-            )
+        if channel.failure is None:
             return False
-        channel.link.write(frame)
+        # The channel is gone, so the broker requeues the message itself.
+        log.warning(
+            "%s of %r failed; the broker redelivers it: %r", what, self.routing_key, channel.failure
+        )
         return True
 
     async def ack(self) -> None:
-        self._settle(basic_ack_frame(self._channel.number, self._tag), "ack")
+        if not self._gone("ack"):
+            self._channel.ack(self._tag)
 
     async def reject(self, *, requeue: bool) -> None:
-        frame = basic_reject_frame(self._channel.number, self._tag, requeue=requeue)
-        self._settle(frame, "reject")
+        if not self._gone("reject"):
+            self._channel.reject(self._tag, requeue)
 
     async def ack_processed(self) -> None:
-        if not self._settle(basic_ack_frame(self._channel.number, self._tag), "ack"):
+        if self._gone("ack"):
             return
-        self._channel.link.flush()  # the ack goes before the RPC below
+        channel = self._channel
+        channel.ack(self._tag)
+        channel.write_acks()  # the ack goes before the RPC below
+        channel.link.flush()
         try:
             # The broker handles a channel's frames in order, so the answer to this no-op RPC
             # (amq.direct exists in every vhost) means the ack was processed, not just sent.
-            await self._channel.channel.exchange_declare(
+            await channel.channel.exchange_declare(
                 "amq.direct", exchange_type="direct", passive=True
             )
         except (aiormq.exceptions.AMQPError, *GONE) as exc:

@@ -40,6 +40,9 @@ _HEARTBEAT: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 _CLOSE: Final = struct.Struct(">HHHB")  # class, method, reply code, reply text length
 # Bytes waiting in the socket's buffer above which writers wait for it to drain.
 WRITE_BUFFER_LIMIT: Final = 4 * 1024 * 1024
+# Bytes buffered in one loop turn after which they are written at once: the broker starts on
+# the first messages of a long burst while the rest are still being made.
+FLUSH_AT: Final = 16 * 1024
 
 
 class HotChannel(Protocol):
@@ -68,6 +71,7 @@ class LeanLink:
         self._hot: dict[int, HotChannel] = {}
         self._frames = FrameReader(hot=self._hot)
         self._out: list[Any] = []
+        self._out_bytes = 0
         self._flush_due = False
         self._forward: Callable[[bytes], None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -115,6 +119,7 @@ class LeanLink:
         for channel in list(self._hot):
             self.unregister(channel, None, exc)
         self._out.clear()
+        self._out_bytes = 0
 
     @property
     def is_lost(self) -> bool:
@@ -125,7 +130,10 @@ class LeanLink:
     def write(self, frames: bytes) -> None:
         """Send ``frames`` (whole frames) with the others of this loop turn, in one write."""
         self._out.append(frames)
-        if not self._flush_due:
+        self._out_bytes += len(frames)
+        if self._out_bytes >= FLUSH_AT:
+            self.flush()
+        elif not self._flush_due:
             self._flush_due = True
             assert self._loop is not None
             self._loop.call_soon(self.flush)
@@ -133,7 +141,11 @@ class LeanLink:
     def write_parts(self, parts: list[Any]) -> None:
         """As ``write``, for frames in several buffers (a publish: method, header, body)."""
         self._out += parts
-        if not self._flush_due:
+        for part in parts:
+            self._out_bytes += len(part)
+        if self._out_bytes >= FLUSH_AT:
+            self.flush()
+        elif not self._flush_due:
             self._flush_due = True
             assert self._loop is not None
             self._loop.call_soon(self.flush)
@@ -146,6 +158,7 @@ class LeanLink:
         if not out:
             return
         self._out = []
+        self._out_bytes = 0
         writer = self._writer
         if writer is None or writer.transport.is_closing():
             return  # the connection is going: its loss fails what waits (lost())

