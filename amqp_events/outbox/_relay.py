@@ -312,6 +312,30 @@ class Relay:
     async def _pipeline(
         self, claimed: _Claimed, read_more: Callable[[int], Awaitable[list[Row[Any]]]]
     ) -> int:
+        """Publish the pass's batches one after the other; the database's work overlaps: while
+        a batch waits for its confirms, the next is read and the previous ones are marked (in
+        the background, at most ``depth`` marks at a time; all of them are done, or failed,
+        before this returns, so the next pass never reads a row of this one again)."""
+        loop = asyncio.get_running_loop()
+        depth = 2 if self._db.is_postgresql else 1  # SQLite has one writer at a time
+        marks: list[asyncio.Task[None]] = []
+        try:
+            taken = await self._batches(claimed, read_more, marks, depth, loop)
+        finally:
+            results = await asyncio.gather(*marks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return taken
+
+    async def _batches(
+        self,
+        claimed: _Claimed,
+        read_more: Callable[[int], Awaitable[list[Row[Any]]]],
+        marks: list[asyncio.Task[None]],
+        depth: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> int:
         batch_size = self._options.batch_size
         raw, stopped = claimed.rows, claimed.stopped
         rows = _due_prefixes(raw, claimed.now, stopped)
@@ -320,14 +344,14 @@ class Relay:
         while rows or unsettled is not None:
             batches += 1
             taken += len(rows)
-            publishing = (
-                asyncio.get_running_loop().create_task(self._publish(rows)) if rows else None
-            )
+            publishing = loop.create_task(self._publish(rows)) if rows else None
             try:
                 # The database's turn, while the broker confirms this batch: mark the last
                 # one, read the next.
                 if unsettled is not None:
-                    await self._mark(unsettled)
+                    while len(marks) >= depth:
+                        await marks.pop(0)
+                    marks.append(loop.create_task(self._mark(unsettled)))
                     unsettled = None
                 more = len(raw) >= batch_size and batches < _MAX_BATCHES_PER_PASS
                 raw = await read_more(raw[-1].id) if more and raw else []

@@ -215,10 +215,11 @@ async def test_the_relay_relays_thousands_of_rows_pipelined(
         await relaying.close()
         await orders.close()
     # Speed is measured by the benchmark (`python -m benchmarks --only outbox-relay,...`),
-    # side by side with publish_many in one run: the goal is 0.8 (issue 17); this machine gives
-    # 0.58-0.96. A timed test on two shared cores cannot hold that line without failing on
-    # noise, so this one only catches a relay that lost its pipelining: one publish per
-    # confirm round trip gives about 0.15.
-    floor = 0.3
+    # side by side with publish_many in one run: the goal is 0.8 (issue 17). Since publish_many
+    # writes a whole window with no task per event (the lean path), this machine's two cores,
+    # shared by the client, RabbitMQ and PostgreSQL, give the relay 0.3-0.5 of it. A timed test
+    # there cannot hold a line without failing on noise, so this one only catches a relay that
+    # lost its pipelining: one publish per confirm round trip gives well under 0.1.
+    floor = 0.15
     print(f"relay/publish_many on {database_kind}: {relay_rate / direct_rate:.2f}")
     assert relay_rate >= floor * direct_rate, (relay_rate, direct_rate)
