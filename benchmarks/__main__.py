@@ -8,9 +8,12 @@ Workloads (``--only`` takes these names, or client names, comma-separated or rep
 
 - ``publish-sequential``: confirmed persistent publishes, each awaited;
 - ``publish-pipelined``: the same, 1,000 in flight at a time;
+- ``publish-many``: amqp-events' ``publish_many``, 1,000 events per call (a window written at
+  once, no task per event); amqp-events only;
 - ``outbox-relay``: amqp-events' outbox relay publishing rows written beforehand (PostgreSQL
   when ``AMQP_EVENTS_POSTGRES_URL`` or the local server answers, else SQLite), next to
-  amqp-events' ``publish-pipelined`` (×pipelined); skipped without the ``outbox`` extra;
+  amqp-events' ``publish-pipelined`` (×pipelined) and ``publish-many`` (×many); skipped
+  without the ``outbox`` extra;
 - ``consume``: a pre-filled queue consumed with ack and pydantic decode;
 - ``latency``: publish to handler at a fixed rate, p50/p99/p99.9;
 - ``memory``: RSS over a long publish+consume run of amqp-events.

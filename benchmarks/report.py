@@ -100,10 +100,16 @@ def summarize(report: Report) -> list[Summary]:
             summary.rate_vs_go = summary.rate / ref.rate
             summary.cpu_vs_go = summary.cpu_us / ref.cpu_us
     pipelined = {s.client: s for s in summaries if s.workload == "publish-pipelined"}
+    many = {s.client: s for s in summaries if s.workload == "publish-many"}
     for summary in summaries:
+        if summary.workload != "outbox-relay":
+            continue
         direct = pipelined.get(summary.client)
-        if summary.workload == "outbox-relay" and direct is not None and direct.rate > 0:
+        if direct is not None and direct.rate > 0:
             summary.extra["rate_vs_pipelined"] = summary.rate / direct.rate
+        batched = many.get(summary.client)
+        if batched is not None and batched.rate > 0:
+            summary.extra["rate_vs_many"] = summary.rate / batched.rate
     return summaries
 
 
@@ -167,6 +173,11 @@ def render(report: Report, summaries: list[Summary]) -> str:
             "rate (×pipelined)"
             for s in throughput
             if "rate_vs_pipelined" in s.extra
+        ]
+        out += [
+            f"outbox-relay {s.client}: {s.extra['rate_vs_many']:.2f}× its publish-many rate (×many)"
+            for s in throughput
+            if "rate_vs_many" in s.extra
         ]
     latency = [s for s in summaries if s.workload == "latency"]
     if latency:

@@ -12,18 +12,22 @@ from amqp_events import (
 
 from .client import Client
 from .common import (
+    PIPELINE_WINDOW,
     PREFETCH,
     ROUTING_KEY,
+    WARMUP,
     LatencyTally,
     Order,
     Sample,
+    Stopwatch,
     Tally,
+    make_order,
     measure_latency,
     timed_pipelined,
     timed_sequential,
 )
 
-__all__ = ["CLIENT", "consuming_connection"]
+__all__ = ["CLIENT", "consuming_connection", "publish_many"]
 
 
 def consuming_connection(service: str, url: str, tally: Tally) -> Connection:
@@ -49,6 +53,22 @@ async def publish_pipelined(url: str, service: str, messages: int) -> Sample:
     async with Connection(service, url) as conn:
         await conn.start(event_stream_publisher(publisher))
         return await timed_pipelined(publisher.publish, messages)
+
+
+async def publish_many(url: str, service: str, messages: int) -> Sample:
+    """``Publisher.publish_many`` in windows of :data:`PIPELINE_WINDOW`: what the
+    ``publish-pipelined`` workload does through ``publish``, in one batch per window."""
+    publisher = Publisher(Route(Order, ROUTING_KEY))
+    async with Connection(service, url) as conn:
+        await conn.start(event_stream_publisher(publisher))
+        await publisher.publish_many([make_order(i) for i in range(WARMUP)])
+        clock = Stopwatch()
+        clock.start()
+        for first in range(WARMUP, WARMUP + messages, PIPELINE_WINDOW):
+            window = range(first, min(first + PIPELINE_WINDOW, WARMUP + messages))
+            await publisher.publish_many([make_order(i) for i in window])
+        clock.stop()
+    return Sample(messages, messages, clock.wall, clock.cpu, extra={"warmup": WARMUP})
 
 
 async def consume(url: str, service: str, messages: int) -> Sample:
