@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 # Vhosts deleted together by delete_vhost_later: a test's vhost lives on for at most this many
 # more tests (its connections are closed by then), for one rabbitmqctl call per batch.
-DELETE_BATCH = 16
+DELETE_BATCH = 24
 DEFAULT_CONTAINER_IMAGE = "rabbitmq:4.1-management"  # the same as docker-compose.yml
 ENV_CONTAINER_IMAGE = "AMQP_EVENTS_RABBITMQ_IMAGE"
 

@@ -68,7 +68,7 @@ def _ctl_rows(text: str) -> list[dict[str, Any]]:
 
 # Fresh vhosts made per rabbitmqctl call: each call starts an Erlang VM (~0.6 s), so a test
 # session's vhosts come 8 at a time; at most 7 are made and never used.
-MADE_AHEAD = 8
+MADE_AHEAD = 24
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
