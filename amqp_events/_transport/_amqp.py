@@ -58,8 +58,7 @@ class AmqpSession(AmqpPublishing):
         return f"AmqpSession({redact(self._url)!r})"
 
     async def open_channels(self) -> None:
-        self._publish = await self._channel(confirms=True)
-        self._hot = self._hot_channel(self._publish)
+        self._hot = self._hot_channel(await self._channel(confirms=True))
         self._consume = consume = await self._channel(confirms=False)
         self._consumers = ConsumingChannel(self._link, consume, asyncio.get_running_loop())
         self._link.register(consume.number, self._consumers)

@@ -57,7 +57,6 @@ class AmqpPublishing(AmqpChannels):
 
     def __init__(self, connection: AbstractConnection, url: str, link: LeanLink) -> None:
         super().__init__(connection, url, link)
-        self._publish: aiormq.abc.AbstractChannel | None = None
         self._hot: ConfirmingChannel | None = None
         self._publish_lock = asyncio.Lock()
         # The last headers object whose content header frame fit: Publisher.publish without
@@ -80,7 +79,6 @@ class AmqpPublishing(AmqpChannels):
                     channel = await self._channel(confirms=True)
                 except GONE as exc:
                     raise self._gone("reopening the publish channel", exc) from None
-                self._publish = channel
                 self._hot = self._hot_channel(channel)
             return self._hot
 
@@ -97,6 +95,32 @@ class AmqpPublishing(AmqpChannels):
         channel.closing.add_done_callback(on_closed)
         return hot
 
+    async def _writable_channel(self) -> ConfirmingChannel:
+        """The hot publish channel, once the socket's buffer has room."""
+        hot = self._hot
+        if hot is None or hot.failure is not None:
+            hot = await self._publish_channel()
+        if self._link.congested:
+            await self._link.drain()
+        return hot
+
+    def _check_frame(
+        self,
+        exchange: str,
+        routing_key: str,
+        headers: Mapping[str, Any],
+        properties: OutgoingProperties | None,
+        envelope: Envelope | None,
+    ) -> None:
+        """``check_header_frame``, once per headers object when there are no properties
+        (Publisher.publish without user headers passes the same dict every time)."""
+        if properties is not None or headers is not self._fitting_headers:
+            fits_any = check_header_frame(
+                exchange, routing_key, headers, properties, self._frame_max, envelope
+            )
+            if fits_any and properties is None:
+                self._fitting_headers = headers
+
     async def publish(
         self,
         exchange: str,
@@ -109,12 +133,7 @@ class AmqpPublishing(AmqpChannels):
         confirm_timeout: float | None,
         envelope: Envelope | None = None,
     ) -> None:
-        if properties is not None or headers is not self._fitting_headers:
-            fits_any = check_header_frame(
-                exchange, routing_key, headers, properties, self._frame_max, envelope
-            )
-            if fits_any and properties is None:
-                self._fitting_headers = headers
+        self._check_frame(exchange, routing_key, headers, properties, envelope)
         # An envelope's message id is new: no other publish of it can be in flight.
         message_id = properties.message_id if properties is not None else None
         if not message_id or envelope is not None:
@@ -154,11 +173,7 @@ class AmqpPublishing(AmqpChannels):
         confirm_timeout: float | None,
         envelope: Envelope | None = None,
     ) -> None:
-        hot = self._hot
-        if hot is None or hot.failure is not None:
-            hot = await self._publish_channel()
-        if self._link.congested:
-            await self._link.drain()
+        hot = await self._writable_channel()
         confirmed = self._send(
             hot,
             exchange,
@@ -181,28 +196,17 @@ class AmqpPublishing(AmqpChannels):
         """Publish ``items`` in one go: every frame written at once, then every confirm
         awaited, with no task per publish. Each one's outcome, as ``publish`` raises it."""
         try:
-            hot = self._hot
-            if hot is None or hot.failure is not None:
-                hot = await self._publish_channel()
-            if self._link.congested:
-                await self._link.drain()
+            hot = await self._writable_channel()
         except Exception as exc:
             return [exc] * len(items)
         outcomes: list[BaseException | None] = [None] * len(items)
         waiting: list[asyncio.Future[None]] = []
         sent: list[int] = []
-        frame_max = self._frame_max
         for n, item in enumerate(items):
             try:
-                if item.headers is not self._fitting_headers and check_header_frame(
-                    item.exchange,
-                    item.routing_key,
-                    item.headers,
-                    None,
-                    frame_max,
-                    item.envelope,
-                ):
-                    self._fitting_headers = item.headers
+                self._check_frame(
+                    item.exchange, item.routing_key, item.headers, None, item.envelope
+                )
                 waiting.append(
                     self._send(
                         hot,

@@ -229,14 +229,18 @@ class FrameReader:
     __slots__ = ("_buffer", "_max_payload", "_need", "_pending", "frame_max", "hot")
 
     def __init__(self, frame_max: int = 0, hot: Container[int] | None = None) -> None:
-        self.frame_max = frame_max  # the negotiated frame_max; 0: no limit
         # The channels whose frames become records; any other channel's come back raw, whole
         # (None: every channel's).
         self.hot = hot
-        self._max_payload = frame_max - 8 if frame_max else _MAX_PAYLOAD
+        self.set_frame_max(frame_max)
         self._buffer = bytearray()  # an incomplete frame's bytes
         self._need = 7  # bytes the buffer needs before a frame may be complete
         self._pending: dict[int, _Content] = {}
+
+    def set_frame_max(self, frame_max: int) -> None:
+        """The negotiated frame_max (0: no limit), also once the reader has started."""
+        self.frame_max = frame_max
+        self._max_payload = frame_max - 8 if frame_max else _MAX_PAYLOAD
 
     @property
     def buffered(self) -> int:

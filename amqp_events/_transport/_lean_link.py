@@ -93,8 +93,7 @@ class LeanLink:
         self._last_forward = loop.time()
 
     def set_frame_max(self, frame_max: int) -> None:
-        self._frames.frame_max = frame_max
-        self._frames._max_payload = frame_max - 8 if frame_max else 0xFFFFFFFF
+        self._frames.set_frame_max(frame_max)
 
     # -- hot channels ------------------------------------------------------------------------
 
@@ -131,18 +130,16 @@ class LeanLink:
         """Send ``frames`` (whole frames) with the others of this loop turn, in one write."""
         self._out.append(frames)
         self._out_bytes += len(frames)
-        if self._out_bytes >= FLUSH_AT:
-            self.flush()
-        elif not self._flush_due:
-            self._flush_due = True
-            assert self._loop is not None
-            self._loop.call_soon(self.flush)
+        self._written()
 
     def write_parts(self, parts: list[Any]) -> None:
         """As ``write``, for frames in several buffers (a publish: method, header, body)."""
         self._out += parts
         for part in parts:
             self._out_bytes += len(part)
+        self._written()
+
+    def _written(self) -> None:
         if self._out_bytes >= FLUSH_AT:
             self.flush()
         elif not self._flush_due:

@@ -84,10 +84,6 @@ class Outbox:
         """The outbox table."""
         return self._table
 
-    @property
-    def _database(self) -> Database:
-        return self._db
-
     async def create_tables(self) -> None:
         """Create the outbox table, its indexes (and on PostgreSQL the trigger that wakes the
         relays at commit) if they do not exist."""

@@ -115,7 +115,6 @@ class Relay(RelayPasses):
         self._db = outbox._db
         self._table = outbox.table
         self._options = options
-        self._strict_order = options.strict_order
         self._service = service
         self._transport: Transport | None = None
         self._instrument: Instrument | None = None

@@ -60,7 +60,6 @@ class RelayPasses(RowPublishing):
 
     _db: Database
     _table: Table
-    _options: RelayOptions
     _lock: RelayLock
     _next_due: float | None  # when a row in backoff is due (monotonic)
 

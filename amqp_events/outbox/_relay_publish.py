@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 
@@ -24,6 +24,9 @@ from .._errors import ConfigurationError
 from .._instrument import Instrument, publish_with
 from .._transport._base import PublishItem, Transport
 from ._tables import decode_headers
+
+if TYPE_CHECKING:
+    from ._relay_pass import RelayOptions
 
 __all__ = ["Outcome", "RowPublishing", "faults"]
 
@@ -68,7 +71,7 @@ class RowPublishing:
     """The relay's publishing part (``Relay`` sets these up)."""
 
     _service: str
-    _strict_order: bool
+    _options: RelayOptions
     _transport: Transport | None
     _instrument: Instrument | None
     # Distinct constant header sets (a publisher's route headers), one object each: the
@@ -95,7 +98,7 @@ class RowPublishing:
         partition's turn: the rows sent after it in its run are left unsent, to be published
         again after it (they reached the broker first; their new copies come after it)."""
         outcomes: list[Outcome] = []
-        pipelined = not self._strict_order
+        pipelined = not self._options.strict_order
         start = 0
         while start < len(rows):
             end = start + 1
