@@ -136,8 +136,15 @@ class AmqpPublishing(AmqpChannels):
         self._check_frame(exchange, routing_key, headers, properties, envelope)
         # An envelope's message id is new: no other publish of it can be in flight.
         message_id = properties.message_id if properties is not None else None
-        if not message_id or envelope is not None:
-            await self._publish_now(
+        turn = None
+        if message_id and envelope is None:
+            turn = await self._take_turn(message_id)
+        try:
+            hot = self._hot
+            if hot is None or hot.failure is not None or self._link.congested:
+                hot = await self._writable_channel()
+            confirmed = self._send(
+                hot,
                 exchange,
                 routing_key,
                 body,
@@ -147,48 +154,36 @@ class AmqpPublishing(AmqpChannels):
                 confirm_timeout,
                 envelope,
             )
-            return
+            try:
+                await confirmed
+            except Exception as exc:
+                raise self._failure(exc, exchange, routing_key, confirm_timeout) from None
+        finally:
+            if turn is not None and message_id:
+                self._end_turn(message_id, turn)
+
+    async def _take_turn(self, message_id: str) -> _IdTurn:
+        """Wait until no other publish of ``message_id`` is in flight (a return is matched by
+        it): ``_end_turn`` lets the next one go."""
         turn = self._waiting_ids.get(message_id)
         if turn is None:
             turn = self._waiting_ids[message_id] = _IdTurn()
         turn.users += 1
         try:
-            async with turn.lock:
-                await self._publish_now(
-                    exchange, routing_key, body, headers, properties, mandatory, confirm_timeout
-                )
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._waiting_ids[message_id]
+            await turn.lock.acquire()
+        except BaseException:
+            self._leave(message_id, turn)
+            raise
+        return turn
 
-    async def _publish_now(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-        properties: OutgoingProperties | None,
-        mandatory: bool,
-        confirm_timeout: float | None,
-        envelope: Envelope | None = None,
-    ) -> None:
-        hot = await self._writable_channel()
-        confirmed = self._send(
-            hot,
-            exchange,
-            routing_key,
-            body,
-            headers,
-            properties,
-            mandatory,
-            confirm_timeout,
-            envelope,
-        )
-        try:
-            await confirmed
-        except Exception as exc:
-            raise self._failure(exc, exchange, routing_key, confirm_timeout) from None
+    def _end_turn(self, message_id: str, turn: _IdTurn) -> None:
+        turn.lock.release()
+        self._leave(message_id, turn)
+
+    def _leave(self, message_id: str, turn: _IdTurn) -> None:
+        turn.users -= 1
+        if not turn.users:
+            del self._waiting_ids[message_id]
 
     async def publish_pipelined(
         self, items: Sequence[PublishItem], confirm_timeout: float | None

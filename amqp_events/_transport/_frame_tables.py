@@ -328,11 +328,21 @@ class PropertiesTemplate:
             flags |= 1 << 7
         ts = self._timestamp
         if timestamp is not None:
-            ts = _U64.pack(timestamp_of(timestamp))
+            global _last_timestamp
+            last = _last_timestamp
+            if last[0] is timestamp:  # the envelope's clock gives one datetime per second
+                ts = last[1]
+            else:
+                ts = _U64.pack(timestamp_of(timestamp))
+                _last_timestamp = (timestamp, ts)
             flags |= _TIMESTAMP
         return b"".join(
             (_U16.pack(flags), self._head, table, self._mid, cid, rto, exp, mid, ts, self._tail)
         )
+
+
+# The last timestamp encoded, by identity: the datetime object and its eight bytes.
+_last_timestamp: tuple[object, bytes] = (None, b"")
 
 
 def _length(entries: bytes) -> bytes:
