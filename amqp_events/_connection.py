@@ -339,7 +339,9 @@ class Connection(Registrations):
             )
             if self._in_flight.count:
                 try:
-                    await asyncio.wait_for(self._in_flight.wait_idle(), self._shutdown_timeout)
+                    # Not wait_for: on 3.11 it can swallow a cancellation of close().
+                    async with asyncio.timeout(self._shutdown_timeout):
+                        await self._in_flight.wait_idle()
                 except TimeoutError:
                     log.warning(
                         "%s: %d handler(s) still running after %.1fs are cancelled; their "

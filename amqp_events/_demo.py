@@ -94,7 +94,8 @@ async def run_demo(url: str, *, orders: int = 3, wait_seconds: float = 15.0) -> 
         if received == expected:  # nothing was expected: no orders
             done.set()
         try:
-            await asyncio.wait_for(done.wait(), wait_seconds)
+            async with asyncio.timeout(wait_seconds):
+                await done.wait()
         except TimeoutError:
             for service, wanted in expected.items():
                 for key, order_id in sorted(wanted - received[service]):

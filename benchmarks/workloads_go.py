@@ -161,12 +161,20 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _run(command: list[str]) -> Sample:
+async def _run(command: list[str], messages: int) -> Sample:
     before = _children_cpu()
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    stdout, stderr = await process.communicate()
+    # The client times out its own waits; this is for a client that hangs anyway.
+    limit = 60.0 + 3 * wait_timeout(messages)
+    try:
+        async with asyncio.timeout(limit):
+            stdout, stderr = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"{NAME} did not finish within {limit:.0f}s: killed") from None
     # Reaped by now: RUSAGE_CHILDREN includes it (and nothing else, the runner runs one at once).
     whole = _children_cpu() - before
     if process.returncode != 0:
@@ -189,21 +197,21 @@ async def _run(command: list[str]) -> Sample:
 
 
 async def publish_sequential(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("publish-sequential", url, service, messages))
+    return await _run(_command("publish-sequential", url, service, messages), messages)
 
 
 async def publish_pipelined(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("publish-pipelined", url, service, messages))
+    return await _run(_command("publish-pipelined", url, service, messages), messages)
 
 
 async def consume(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("consume", url, service, messages))
+    return await _run(_command("consume", url, service, messages), messages)
 
 
 async def latency(url: str, service: str, messages: int, rate: float, warmup: int) -> Sample:
     command = _command("latency", url, service, messages)
     command += [f"-rate={rate}", f"-warmup={warmup}"]  # the later flag wins
-    return await _run(command)
+    return await _run(command, messages)
 
 
 CLIENT = Client(NAME, publish_sequential, publish_pipelined, consume, latency)

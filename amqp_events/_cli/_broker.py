@@ -51,10 +51,10 @@ def broker_url(url: str | None, command: str) -> str:
 async def open_broker(url: str) -> AsyncIterator[AbstractConnection]:
     """A connection of the tool's own, closed on exit; an unreachable broker is a CliError."""
     try:
-        connection = await asyncio.wait_for(
-            aio_pika.connect(url, client_properties={"connection_name": "amqp-events-cli"}),
-            CONNECT_TIMEOUT,
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            connection = await aio_pika.connect(
+                url, client_properties={"connection_name": "amqp-events-cli"}
+            )
     except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
         detail = str(exc) or type(exc).__name__
         raise CliError(f"cannot reach the broker at {redact(url)}: {detail}", EXIT_BROKER) from None

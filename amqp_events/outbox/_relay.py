@@ -137,8 +137,13 @@ class Relay(RelayPasses):
         next_cleanup = time.monotonic() + self._options.cleanup_interval
         failures = 0
         self._gauges = self._find_gauges()
+        task = asyncio.current_task()
         try:
             while True:
+                if task is not None and task.cancelling():
+                    # A library below swallowed our cancellation (or turned it into an error
+                    # we caught): stop all the same, or the relay outlives its connection.
+                    raise asyncio.CancelledError
                 self._wake.clear()
                 if not await self._lock.acquire_outbox():
                     await self._sleep(self._options.poll_interval)
@@ -205,8 +210,11 @@ class Relay(RelayPasses):
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns normally when it is
+        # cancelled in the loop turn the event is set in, and the relay would outlive close().
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _listen(self) -> None:
         """Wake the relay on each NOTIFY of a commit; reconnect when the listening connection

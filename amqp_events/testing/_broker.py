@@ -210,9 +210,11 @@ class BrokerHandle:
     def close(self) -> None:
         """Delete vhosts left for later, whose deletion failed earlier or that were made
         ahead and never used, then stop the container if any."""
-        self._delete_done()
         if self.admin is not None:
-            self._live_vhosts.update(self.admin.unused_vhosts())
+            unused = self.admin.unused_vhosts()
+            self._live_vhosts.update(unused)
+            self._done_vhosts.extend(unused)  # one batch with the used ones, not one call each
+        self._delete_done()
         for vhost in sorted(self._live_vhosts):
             try:
                 self.delete_vhost(vhost)

@@ -4,14 +4,16 @@ the in-memory broker, and tests that run on both.
 Registered through the ``pytest11`` entry point, so installing amqp-events is enough. Tests
 that use the fixtures below are marked ``rabbitmq`` automatically, so ``-m "not rabbitmq"``
 runs everything else. Without a broker they are skipped, unless
-``AMQP_EVENTS_REQUIRE_BROKER=1`` (for CI), which makes them fail instead.
+``AMQP_EVENTS_REQUIRE_BROKER=1`` (for CI), which makes them fail instead. Tests marked
+``disruptive`` run only with ``AMQP_EVENTS_DISRUPTIVE=1``, and then alone: no other test, of
+this run's pytest-xdist workers or of another run on the machine, runs beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from .._connection import Connection
 from .._transport.memory import MemoryBroker
 from ._broker import BrokerHandle, BrokerNotFoundError, find_broker
+from ._broker_turns import broker_turn
 from ._burst import ConnectionFactory
 from ._vhost_admin import VhostAdminError, VhostView
 
@@ -36,6 +39,7 @@ __all__ = [
     "fresh_vhost",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_runtest_protocol",
     "skip_or_fail",
 ]
 
@@ -113,6 +117,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.rabbitmq)
         if not disruptive_allowed and item.get_closest_marker("disruptive") is not None:
             item.add_marker(not_asked)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Run each test holding the local broker: alone for a ``disruptive`` one (when asked
+    for), shared with every other test otherwise, across pytest-xdist workers and runs."""
+    exclusive = _flag(ENV_DISRUPTIVE) and item.get_closest_marker("disruptive") is not None
+    with broker_turn(exclusive=exclusive):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -110,9 +110,13 @@ func (o *options) queueArgs() amqp.Table {
 }
 
 // publisher is a confirming channel with the exchange declared, as workloads_raw._publisher.
+// Confirms come in order on a channel (NotifyPublish), not as DeferredConfirmations: Debian's
+// amqp091-go has the race of its issue #182, where a confirm that beats the publish's own
+// bookkeeping leaves DeferredConfirmation.Wait() waiting forever.
 type publisher struct {
-	o  *options
-	ch *amqp.Channel
+	o        *options
+	ch       *amqp.Channel
+	confirms chan amqp.Confirmation
 }
 
 func newPublisher(o *options, conn *amqp.Connection) (*publisher, error) {
@@ -126,16 +130,18 @@ func newPublisher(o *options, conn *amqp.Connection) (*publisher, error) {
 	if err := ch.ExchangeDeclare(o.exchange, "topic", true, false, false, false, nil); err != nil {
 		return nil, err
 	}
-	return &publisher{o: o, ch: ch}, nil
+	// Room for every confirm of a run: the client's reader goroutine must never block on it.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, o.warmup+o.messages+o.window))
+	return &publisher{o: o, ch: ch, confirms: confirms}, nil
 }
 
-// send publishes order i and returns its pending confirm.
-func (p *publisher) send(i int, sentNs int64) (*amqp.DeferredConfirmation, error) {
+// send publishes order i; its confirm comes on p.confirms.
+func (p *publisher) send(i int, sentNs int64) error {
 	body, err := p.o.body(i, sentNs)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return p.ch.PublishWithDeferredConfirm(p.o.exchange, p.o.routingKey, false, false,
+	return p.ch.Publish(p.o.exchange, p.o.routingKey, false, false,
 		amqp.Publishing{
 			ContentType:  "application/json",
 			DeliveryMode: amqp.Persistent,
@@ -143,24 +149,34 @@ func (p *publisher) send(i int, sentNs int64) (*amqp.DeferredConfirmation, error
 		})
 }
 
+// await waits for the next n confirms, up to the run's timeout: acked, nacked or none in time.
+func (p *publisher) await(n int) (int, error) {
+	deadline := time.NewTimer(p.o.timeout)
+	defer deadline.Stop()
+	for confirmed := 0; confirmed < n; confirmed++ {
+		select {
+		case c, ok := <-p.confirms:
+			if !ok {
+				return confirmed, errors.New("channel closed while waiting for confirms")
+			}
+			if !c.Ack {
+				return confirmed, errors.New("publish nacked by the broker")
+			}
+		case <-deadline.C:
+			return confirmed, fmt.Errorf("%d confirms not received within %s", n-confirmed, p.o.timeout)
+		}
+	}
+	return n, nil
+}
+
 // window publishes orders first..end-1 and waits for all their confirms (asyncio.gather).
 func (p *publisher) window(first, end int) (int, error) {
-	pending := make([]*amqp.DeferredConfirmation, 0, end-first)
 	for i := first; i < end; i++ {
-		dc, err := p.send(i, 0)
-		if err != nil {
+		if err := p.send(i, 0); err != nil {
 			return 0, err
 		}
-		pending = append(pending, dc)
 	}
-	confirmed := 0
-	for _, dc := range pending {
-		if !dc.Wait() {
-			return confirmed, errors.New("publish nacked by the broker")
-		}
-		confirmed++
-	}
-	return confirmed, nil
+	return p.await(end - first)
 }
 
 func publishSequential(o *options, conn *amqp.Connection) (*sample, error) {
@@ -356,23 +372,18 @@ func latency(o *options, conn *amqp.Connection) (*sample, error) {
 	}
 	var clock stopwatch
 	clock.start()
-	pending := make([]*amqp.DeferredConfirmation, 0, o.messages)
 	start := time.Now()
 	for i := 0; i < o.messages; i++ {
 		due := start.Add(time.Duration(float64(i) / o.rate * 1e9))
 		if delay := time.Until(due); delay > 0 {
 			time.Sleep(delay)
 		}
-		dc, err := p.send(i, monotonicNs())
-		if err != nil {
+		if err := p.send(i, monotonicNs()); err != nil {
 			return nil, err
 		}
-		pending = append(pending, dc)
 	}
-	for _, dc := range pending {
-		if !dc.Wait() {
-			return nil, errors.New("publish nacked by the broker")
-		}
+	if _, err := p.await(o.messages); err != nil {
+		return nil, err
 	}
 	if err := t.wait(o.timeout, failed); err != nil {
 		return nil, err

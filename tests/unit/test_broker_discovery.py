@@ -908,6 +908,20 @@ def test_a_broker_handle_deletes_finished_vhosts_a_batch_at_a_time_and_the_rest_
     assert all(f'<<"{v}">>' in ctl.calls[1][0][1] for v in made[DELETE_BATCH:])
 
 
+def test_a_broker_handle_deletes_vhosts_made_ahead_and_unused_in_one_batch_at_close() -> None:
+    ctl = ScriptedRabbitmqctl({})
+    broker = BrokerHandle("amqp://guest:guest@127.0.0.1:5672/", admin=ctl)
+    used = broker.create_vhost()  # makes MADE_AHEAD at once, hands out one
+    broker.delete_vhost_later(used)
+    ctl.calls.clear()
+
+    broker.close()
+
+    [(args, _)] = ctl.calls  # one eval for the used one and every unused one
+    assert args[0] == "eval"
+    assert args[1].count('<<"') == MADE_AHEAD + 1  # the user's name, and each vhost
+
+
 def test_rabbitmqctl_delete_missing_vhost_is_no_error() -> None:
     ctl = ScriptedRabbitmqctl({"delete_vhost": (65, "Virtual host 'gone' does not exist")})
 

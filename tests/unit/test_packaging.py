@@ -26,6 +26,7 @@ DEV_TOOLS = {
     "sqlalchemy",
     "asyncpg",
     "aiosqlite",
+    "pytest-xdist",
 }
 
 
