@@ -101,6 +101,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, so that ``--strict-markers`` accepts them in any project."""
     config.addinivalue_line("markers", "rabbitmq: needs a real RabbitMQ broker")
     config.addinivalue_line("markers", "disruptive: stops, restarts or cuts the local broker")
+    config.addinivalue_line(
+        "markers", "alone: runs with no other test on the broker (it measures time)"
+    )
 
 
 # First, so that ``-m`` deselection, which runs in this same hook, sees the marker.
@@ -124,8 +127,12 @@ def pytest_runtest_protocol(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, object, object]:
     """Run each test holding the local broker: alone for a ``disruptive`` one (when asked
-    for), shared with every other test otherwise, across pytest-xdist workers and runs."""
-    exclusive = _flag(ENV_DISRUPTIVE) and item.get_closest_marker("disruptive") is not None
+    for) and one marked ``alone`` (its assertions are about time, which other tests' load on
+    the broker would skew), shared with every other test otherwise, across pytest-xdist
+    workers and runs."""
+    exclusive = item.get_closest_marker("alone") is not None or (
+        _flag(ENV_DISRUPTIVE) and item.get_closest_marker("disruptive") is not None
+    )
     with broker_turn(exclusive=exclusive):
         return (yield)
 

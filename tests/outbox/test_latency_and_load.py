@@ -7,6 +7,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -16,6 +17,9 @@ from tests.helpers import Collector, eventually
 
 from .conftest import engine_for
 from .helpers import KEY, OrderCreated, all_sent, create_effects, effects, order_publisher, write
+
+# Latencies and rates: measured with no other test loading the broker or the database.
+pytestmark = [pytest.mark.alone]
 
 
 async def count_rows(engine: AsyncEngine, table: object) -> int:
@@ -60,9 +64,10 @@ async def test_an_idle_relay_publishes_a_commit_of_another_process_within_100ms_
         await orders.close()
         await shipping.close()
         await other_engine.dispose()
+    in_order = [f"{x * 1000:.0f}" for x in latencies]
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    assert p99 < 0.1, latencies
+    assert p99 < 0.1, f"latencies in ms, in the order written: {in_order}"
 
 
 async def test_sent_rows_and_old_inbox_records_are_deleted_in_batches_unsent_rows_never(
