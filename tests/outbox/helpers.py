@@ -9,8 +9,9 @@ from pydantic import BaseModel
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from amqp_events import Publisher, Route
+from amqp_events import Connection, Headers, Publisher, Route, event_stream_consumer
 from amqp_events.outbox import Outbox
+from tests.helpers import Collector
 
 KEY = "Order.Created"
 QUEUE = "events.topic.exchange.queue.shipping"
@@ -83,3 +84,14 @@ async def sent_count(outbox: Outbox) -> int:
 
 async def all_sent(outbox: Outbox) -> bool:
     return await outbox.pending() == 0
+
+
+async def started_consumer(url: str, got: Collector[str], key: str = KEY) -> Connection:
+    """A started service that adds the id of each event with ``key`` to ``got``."""
+    shipping = Connection("shipping" if key == KEY else "audit", url)
+
+    async def on_event(event: dict[str, object], headers: Headers) -> None:
+        got.add(str(event["id"]))
+
+    await shipping.start(event_stream_consumer(key, on_event))
+    return shipping

@@ -16,32 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from amqp_events import (
     Connection,
-    Headers,
     Publisher,
     Route,
-    event_stream_consumer,
     event_stream_publisher,
 )
 from amqp_events.outbox import Outbox, outbox_relay
 from tests.helpers import Collector, eventually
 
-from .helpers import KEY, OrderCreated, all_sent, order_publisher, write
+from .helpers import KEY, OrderCreated, all_sent, order_publisher, started_consumer, write
 
 FAST_RETRY = (0.05, 0.2)
 
 
 class OrderLost(BaseModel):
     id: str
-
-
-async def started_consumer(url: str, got: Collector[str], key: str = KEY) -> Connection:
-    shipping = Connection("shipping" if key == KEY else "audit", url)
-
-    async def on_event(event: dict[str, object], headers: Headers) -> None:
-        got.add(str(event["id"]))
-
-    await shipping.start(event_stream_consumer(key, on_event))
-    return shipping
 
 
 async def test_a_transaction_that_took_its_id_first_and_committed_last_is_relayed(

@@ -11,7 +11,7 @@ from amqp_events import Connection, event_stream_publisher
 from amqp_events.outbox import Outbox, outbox_relay
 from tests.helpers import Collector
 
-from .helpers import KEY, OrderCreated, order_publisher, sent_count, write
+from .helpers import OrderCreated, order_publisher, sent_count, started_consumer, write
 
 
 async def test_committed_events_are_published_and_rolled_back_ones_never(
@@ -21,14 +21,8 @@ async def test_committed_events_are_published_and_rolled_back_ones_never(
     await outbox.create_tables()
     publisher = order_publisher()
     got: Collector[str] = Collector()
-    shipping = Connection("shipping", amqp_events_broker_url)
-
-    @shipping.event_stream_consumer(KEY)
-    async def on_created(event: OrderCreated) -> None:
-        got.add(event.id)
-
+    shipping = await started_consumer(amqp_events_broker_url, got)
     orders = Connection("orders", amqp_events_broker_url)
-    await shipping.start()
     try:
         await orders.start(event_stream_publisher(publisher), outbox_relay(outbox))
 
@@ -59,13 +53,7 @@ async def test_a_relay_woken_as_it_is_cancelled_stops(
     await outbox.create_tables()
     publisher = order_publisher()
     got: Collector[str] = Collector()
-    shipping = Connection("shipping", amqp_events_broker_url)
-
-    @shipping.event_stream_consumer(KEY)
-    async def on_created(event: OrderCreated) -> None:
-        got.add(event.id)
-
-    await shipping.start()
+    shipping = await started_consumer(amqp_events_broker_url, got)
     orders = Connection("orders", amqp_events_broker_url)
     await orders.start(event_stream_publisher(publisher), outbox_relay(outbox))
     try:
