@@ -185,6 +185,30 @@ class AmqpPublishing(AmqpChannels):
         if not turn.users:
             del self._waiting_ids[message_id]
 
+    def publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope,
+    ) -> asyncio.Future[None] | None:
+        hot = self._hot
+        if hot is None or hot.failure is not None or self._link.congested:
+            return None  # publish() reopens the channel, or waits for the socket to drain
+        self._check_frame(exchange, routing_key, headers, None, envelope)
+        return self._send(
+            hot, exchange, routing_key, body, headers, None, mandatory, confirm_timeout, envelope
+        )
+
+    def publish_failure(
+        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
+    ) -> Exception:
+        return self._failure(exc, exchange, routing_key, confirm_timeout)
+
     async def publish_pipelined(
         self, items: Sequence[PublishItem], confirm_timeout: float | None
     ) -> list[BaseException | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -184,6 +185,29 @@ class Session(Protocol):
     ) -> None:
         """Publish and wait for the confirm: PublishError if refused, BrokerConnectionError if
         the connection went away first."""
+        ...
+
+    def publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope,
+    ) -> asyncio.Future[None] | None:
+        """``publish`` of an enveloped event without properties, started at once when it can
+        be written now, with no coroutine of its own: the future its confirm settles (await it
+        through ``publish_failure``), or None for ``publish`` to do it (something to wait for
+        first). Raises, before anything is sent, what ``publish`` would raise then."""
+        ...
+
+    def publish_failure(
+        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
+    ) -> Exception:
+        """What ``publish`` raises when the future of ``publish_now`` failed with ``exc``."""
         ...
 
     async def close(self) -> None: ...

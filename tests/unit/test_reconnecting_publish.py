@@ -20,7 +20,7 @@ from amqp_events import (
     PublishOutcomeUnknown,
     Unroutable,
 )
-from amqp_events._envelope import Envelope
+from amqp_events._envelope import Envelope, outgoing_envelope
 from amqp_events._topology import ConsumerSpec, Topology
 from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
 from amqp_events._transport._reconnecting import ReconnectingTransport
@@ -85,6 +85,37 @@ class StandInSession:
         self.holding.set()
         await confirm
 
+    def publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope,
+    ) -> asyncio.Future[None] | None:
+        """As ``publish``, its confirm as a future (the AMQP session's fast path)."""
+        if not self.open:
+            raise BrokerConnectionError("stand-in session is closed")
+        self.sent += 1
+        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.holds_publishes:
+            if self._outcome is not None:
+                confirm.set_exception(self._outcome)
+            else:
+                confirm.set_result(None)
+            return confirm
+        self.in_flight.append(confirm)
+        self.holding.set()
+        return confirm
+
+    def publish_failure(
+        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
+    ) -> Exception:
+        return exc
+
     def _die(self, why: str) -> BrokerConnectionError:
         self.open = False
         exc = BrokerConnectionError(why)
@@ -132,25 +163,36 @@ async def started(broker: StandInBroker, publish_timeout: float) -> Reconnecting
     return transport
 
 
-async def in_flight(transport: ReconnectingTransport, broker: StandInBroker) -> asyncio.Task[None]:
-    task = asyncio.create_task(transport.publish("events", "Note", b"{}", {}))
+@pytest.fixture(params=["session-coroutine", "publish-now"])
+def envelope(request: pytest.FixtureRequest) -> Envelope | None:
+    """Each test twice: through the session's ``publish`` coroutine (no envelope), and through
+    ``publish_now``, the AMQP session's path for enveloped events."""
+    return outgoing_envelope() if request.param == "publish-now" else None
+
+
+async def in_flight(
+    transport: ReconnectingTransport, broker: StandInBroker, envelope: Envelope | None
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(transport.publish("events", "Note", b"{}", {}, envelope=envelope))
     await asyncio.wait_for(broker.sessions[0].holding.wait(), 1.0)
     return task
 
 
-async def test_close_ends_a_publish_in_flight_as_unknown() -> None:
+async def test_close_ends_a_publish_in_flight_as_unknown(envelope: Envelope | None) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=30)
-    task = await in_flight(transport, broker)
+    task = await in_flight(transport, broker, envelope)
     await transport.close()
     with pytest.raises(PublishOutcomeUnknown, match="connection is closed.*may or may not have"):
         await asyncio.wait_for(task, 1.0)
 
 
-async def test_a_publish_lost_in_flight_then_timed_out_is_unknown() -> None:
+async def test_a_publish_lost_in_flight_then_timed_out_is_unknown(
+    envelope: Envelope | None,
+) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=0.2)
-    task = await in_flight(transport, broker)
+    task = await in_flight(transport, broker, envelope)
     broker.down = True
     broker.sessions[0].cut()
     with pytest.raises(
@@ -160,12 +202,14 @@ async def test_a_publish_lost_in_flight_then_timed_out_is_unknown() -> None:
     await transport.close()
 
 
-async def test_a_publish_lost_in_flight_then_refused_is_still_unknown() -> None:
+async def test_a_publish_lost_in_flight_then_refused_is_still_unknown(
+    envelope: Envelope | None,
+) -> None:
     # The copy on the lost connection may have been stored, whatever the new one says.
     broker = StandInBroker()
     broker.next_outcomes = [Unroutable("no queue bound")]
     transport = await started(broker, publish_timeout=5)
-    task = await in_flight(transport, broker)
+    task = await in_flight(transport, broker, envelope)
     broker.sessions[0].cut()
     with pytest.raises(PublishOutcomeUnknown, match="refused on the new connection") as info:
         await asyncio.wait_for(task, 2.0)
@@ -173,24 +217,28 @@ async def test_a_publish_lost_in_flight_then_refused_is_still_unknown() -> None:
     await transport.close()
 
 
-async def test_a_publish_lost_in_flight_is_sent_again_after_reconnecting() -> None:
+async def test_a_publish_lost_in_flight_is_sent_again_after_reconnecting(
+    envelope: Envelope | None,
+) -> None:
     broker = StandInBroker()
     broker.next_outcomes = [None]
     transport = await started(broker, publish_timeout=5)
-    task = await in_flight(transport, broker)
+    task = await in_flight(transport, broker, envelope)
     broker.sessions[0].cut()
     await asyncio.wait_for(task, 2.0)  # confirmed on the new connection (at-least-once)
     assert broker.sessions[1].sent == 1
     await transport.close()
 
 
-async def test_a_publish_never_handed_to_a_live_session_is_a_plain_publish_error() -> None:
+async def test_a_publish_never_handed_to_a_live_session_is_a_plain_publish_error(
+    envelope: Envelope | None,
+) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=0.2)
     broker.down = True
     broker.sessions[0].open = False  # dead, but its owner has not heard yet
     with pytest.raises(PublishError, match="not confirmed within 0.2s.*never sent") as info:
-        await transport.publish("events", "Note", b"{}", {})
+        await transport.publish("events", "Note", b"{}", {}, envelope=envelope)
     assert not isinstance(info.value, PublishOutcomeUnknown)
     await transport.close()
 
@@ -214,8 +262,26 @@ class PoisonedSession(StandInSession):
         self.sent += 1
         raise self._die("FRAME_ERROR: the broker closed the connection")
 
+    def publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope,
+    ) -> asyncio.Future[None] | None:
+        self.sent += 1  # written; the connection dies before its confirm
+        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        confirm.set_exception(self._die("FRAME_ERROR: the broker closed the connection"))
+        return confirm
 
-async def test_a_publish_that_kills_every_connection_gives_up_after_three() -> None:
+
+async def test_a_publish_that_kills_every_connection_gives_up_after_three(
+    envelope: Envelope | None,
+) -> None:
     opened: list[PoisonedSession] = []
 
     async def open_poisoned(hooks: SessionHooks) -> Session:
@@ -233,7 +299,7 @@ async def test_a_publish_that_kills_every_connection_gives_up_after_three() -> N
     try:
         async with asyncio.timeout(5):
             with pytest.raises(PublishOutcomeUnknown, match="3 connections died"):
-                await transport.publish("events", "Note", b"{}", {})
+                await transport.publish("events", "Note", b"{}", {}, envelope=envelope)
         assert sum(s.sent for s in opened) == 3  # not one reconnect per second for 30 s
     finally:
         await transport.close()

@@ -6,6 +6,7 @@ reconnection in memory holds for the real broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +88,24 @@ class MemorySession:
 
     async def message_count(self, queue: str) -> int:
         return self._open("count messages").broker.queue_info(queue).messages_ready
+
+    def publish_now(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        confirm_timeout: float | None,
+        envelope: Envelope,
+    ) -> asyncio.Future[None] | None:
+        return None  # the memory broker's publish has no confirm to wait for: publish() it is
+
+    def publish_failure(
+        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
+    ) -> Exception:
+        return exc
 
     async def publish(
         self,
