@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,7 +108,13 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # As Ctrl-C: the run unwinds and deletes its vhost, instead of leaving it on the broker.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     args = _parser().parse_args(argv)
     options = _options(args)
     path = args.json or Path(

@@ -175,6 +175,9 @@ async def _run(command: list[str], messages: int) -> Sample:
         process.kill()
         await process.wait()
         raise RuntimeError(f"{NAME} did not finish within {limit:.0f}s: killed") from None
+    except BaseException:  # interrupted: the client goes with the run
+        process.kill()
+        raise
     # Reaped by now: RUSAGE_CHILDREN includes it (and nothing else, the runner runs one at once).
     whole = _children_cpu() - before
     if process.returncode != 0:
