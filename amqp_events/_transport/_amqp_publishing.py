@@ -140,9 +140,8 @@ class AmqpPublishing(AmqpChannels):
         if message_id and envelope is None:
             turn = await self._take_turn(message_id)
         try:
-            hot = self._hot
-            if hot is None or hot.failure is not None or self._link.congested:
-                hot = await self._writable_channel()
+            # Enveloped events come here only when publish_now() could not write at once.
+            hot = await self._writable_channel()
             confirmed = self._send(
                 hot,
                 exchange,
