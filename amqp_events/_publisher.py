@@ -229,14 +229,51 @@ class Publisher:
         instrument = target.observers.instrument
         try:
             if instrument is None:
-                await target.transport.publish(
-                    destination.exchange,
-                    key,
-                    encode(event),
-                    self._headers(target, key, headers),
-                    mandatory=destination.mandatory if mandatory is None else mandatory,
-                    envelope=outgoing_envelope(),
-                )
+                transport = target.transport
+                exchange = destination.exchange
+                body = encode(event)
+                sent = self._headers(target, key, headers)
+                if mandatory is None:
+                    mandatory = destination.mandatory
+                envelope = outgoing_envelope()
+                session = transport.open_session
+                confirmed = failed = None
+                if session is not None:
+                    # Started here and awaited in this frame: no coroutine of the transport's
+                    # per publish in flight (with a thousand in flight, each object that lives
+                    # until its confirm is work for the cyclic GC).
+                    started = asyncio.get_running_loop().time()
+                    try:
+                        confirmed = session.publish_now(
+                            exchange,
+                            key,
+                            body,
+                            sent,
+                            mandatory=mandatory,
+                            confirm_timeout=transport.publish_timeout,
+                            envelope=envelope,
+                        )
+                        if confirmed is not None:
+                            await confirmed
+                    except Exception as exc:
+                        failed = exc
+                if failed is not None:
+                    assert session is not None
+                    await transport.publish_failed(
+                        session,
+                        failed,
+                        started,
+                        exchange,
+                        key,
+                        body,
+                        sent,
+                        mandatory=mandatory,
+                        envelope=envelope,
+                    )
+                elif confirmed is None:
+                    await transport.publish(
+                        exchange, key, body, sent, mandatory=mandatory, envelope=envelope
+                    )
             else:
                 await publish_with(
                     instrument,

@@ -266,6 +266,35 @@ class Transport(Protocol):
     ) -> None:
         """Publish persistently and return once the broker confirmed; raise PublishError if not."""
 
+    @property
+    def publish_timeout(self) -> float:
+        """How long a publish waits for its confirm, reconnections included."""
+        ...
+
+    @property
+    def open_session(self) -> Session | None:
+        """The live session if it is open, to start an enveloped publish on at once
+        (``Session.publish_now``) and await its confirm with no coroutine of the transport's;
+        None: ``publish`` waits for one."""
+        ...
+
+    async def publish_failed(
+        self,
+        session: Session,
+        failed: Exception,
+        started: float,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        envelope: Envelope,
+    ) -> None:
+        """``session.publish_now(...)`` (started at loop time ``started`` on ``open_session``)
+        or the confirm it returned failed with ``failed``: raise what ``publish`` would raise,
+        or publish again once the connection is back, as ``publish`` does."""
+
     async def publish_batch(self, items: Sequence[PublishItem]) -> list[BaseException | None]:
         """Publish ``items`` pipelined; each one's outcome, as ``publish`` would raise it
         (None: confirmed). Cancellation goes through."""

@@ -92,6 +92,51 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
     async def message_count(self, queue: str) -> int:
         return await self._live_session().message_count(queue)
 
+    @property
+    def publish_timeout(self) -> float:
+        return self._publish_timeout
+
+    @property
+    def open_session(self) -> Session | None:
+        """The live session, if it is open: a caller may start an enveloped publish on it
+        (``Session.publish_now``) and await its confirm in its own frame, with no coroutine of
+        the transport's per publish; if that fails, ``publish_failed`` takes over."""
+        session = self._session
+        return session if session is not None and session.is_open else None
+
+    async def publish_failed(
+        self,
+        session: Session,
+        failed: Exception,
+        started: float,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        mandatory: bool,
+        envelope: Envelope,
+    ) -> None:
+        """``session.publish_now(...)``, started at loop time ``started`` on the open session,
+        or the confirm it returned, failed with ``failed``: raise what ``publish`` raises then,
+        or publish again once the connection is back, as ``publish`` does."""
+        mapped = session.publish_failure(failed, exchange, routing_key, self._publish_timeout)
+        if not isinstance(mapped, (BrokerConnectionError, PublishError)):
+            raise mapped
+        await self._publish_again(
+            session,
+            mapped,
+            True,
+            started,
+            exchange,
+            routing_key,
+            body,
+            headers,
+            properties=None,
+            mandatory=mandatory,
+            envelope=envelope,
+        )
+
     async def publish(
         self,
         exchange: str,

@@ -9,18 +9,23 @@ may be on the broker, plain ``PublishError`` if none was ever handed to a live c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from amqp_events import (
     BrokerConnectionError,
+    Publisher,
     PublishError,
     PublishOutcomeUnknown,
+    Route,
     Unroutable,
 )
 from amqp_events._envelope import Envelope, outgoing_envelope
+from amqp_events._observe import Observers
+from amqp_events._publisher import Destination
 from amqp_events._topology import ConsumerSpec, Topology
 from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
 from amqp_events._transport._reconnecting import ReconnectingTransport
@@ -163,36 +168,60 @@ async def started(broker: StandInBroker, publish_timeout: float) -> Reconnecting
     return transport
 
 
-@pytest.fixture(params=["session-coroutine", "publish-now"])
-def envelope(request: pytest.FixtureRequest) -> Envelope | None:
-    """Each test twice: through the session's ``publish`` coroutine (no envelope), and through
-    ``publish_now``, the AMQP session's path for enveloped events."""
-    return outgoing_envelope() if request.param == "publish-now" else None
+class Note(BaseModel):
+    text: str = ""
+
+
+Send = Callable[[ReconnectingTransport], Awaitable[None]]
+
+
+def publisher_on(transport: ReconnectingTransport) -> Publisher:
+    publisher = Publisher(Route(Note, "Note"))
+    publisher._attach(
+        transport, Destination("events", "stand-in stream"), "svc", "stand-in", Observers()
+    )
+    return publisher
+
+
+@pytest.fixture(params=["session-coroutine", "publish-now", "publisher-frame"])
+def send(request: pytest.FixtureRequest) -> Send:
+    """Each test three ways: through the session's ``publish`` coroutine (no envelope), through
+    ``publish_now`` inside the transport's ``publish`` (the AMQP session's path for enveloped
+    events), and through ``Publisher.publish``, which starts ``publish_now`` on the open
+    session and awaits the confirm in its own frame (``publish_failed`` on failure)."""
+    if request.param == "publisher-frame":
+        return lambda transport: publisher_on(transport).publish(Note())
+    envelope = outgoing_envelope() if request.param == "publish-now" else None
+    return lambda transport: transport.publish("events", "Note", b"{}", {}, envelope=envelope)
 
 
 async def in_flight(
-    transport: ReconnectingTransport, broker: StandInBroker, envelope: Envelope | None
+    transport: ReconnectingTransport, broker: StandInBroker, send: Send
 ) -> asyncio.Task[None]:
-    task = asyncio.create_task(transport.publish("events", "Note", b"{}", {}, envelope=envelope))
+    task = asyncio.create_task(in_a_coroutine(send, transport))
     await asyncio.wait_for(broker.sessions[0].holding.wait(), 1.0)
     return task
 
 
-async def test_close_ends_a_publish_in_flight_as_unknown(envelope: Envelope | None) -> None:
+async def in_a_coroutine(send: Send, transport: ReconnectingTransport) -> None:
+    await send(transport)
+
+
+async def test_close_ends_a_publish_in_flight_as_unknown(send: Send) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=30)
-    task = await in_flight(transport, broker, envelope)
+    task = await in_flight(transport, broker, send)
     await transport.close()
     with pytest.raises(PublishOutcomeUnknown, match="connection is closed.*may or may not have"):
         await asyncio.wait_for(task, 1.0)
 
 
 async def test_a_publish_lost_in_flight_then_timed_out_is_unknown(
-    envelope: Envelope | None,
+    send: Send,
 ) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=0.2)
-    task = await in_flight(transport, broker, envelope)
+    task = await in_flight(transport, broker, send)
     broker.down = True
     broker.sessions[0].cut()
     with pytest.raises(
@@ -203,13 +232,13 @@ async def test_a_publish_lost_in_flight_then_timed_out_is_unknown(
 
 
 async def test_a_publish_lost_in_flight_then_refused_is_still_unknown(
-    envelope: Envelope | None,
+    send: Send,
 ) -> None:
     # The copy on the lost connection may have been stored, whatever the new one says.
     broker = StandInBroker()
     broker.next_outcomes = [Unroutable("no queue bound")]
     transport = await started(broker, publish_timeout=5)
-    task = await in_flight(transport, broker, envelope)
+    task = await in_flight(transport, broker, send)
     broker.sessions[0].cut()
     with pytest.raises(PublishOutcomeUnknown, match="refused on the new connection") as info:
         await asyncio.wait_for(task, 2.0)
@@ -218,12 +247,12 @@ async def test_a_publish_lost_in_flight_then_refused_is_still_unknown(
 
 
 async def test_a_publish_lost_in_flight_is_sent_again_after_reconnecting(
-    envelope: Envelope | None,
+    send: Send,
 ) -> None:
     broker = StandInBroker()
     broker.next_outcomes = [None]
     transport = await started(broker, publish_timeout=5)
-    task = await in_flight(transport, broker, envelope)
+    task = await in_flight(transport, broker, send)
     broker.sessions[0].cut()
     await asyncio.wait_for(task, 2.0)  # confirmed on the new connection (at-least-once)
     assert broker.sessions[1].sent == 1
@@ -231,14 +260,14 @@ async def test_a_publish_lost_in_flight_is_sent_again_after_reconnecting(
 
 
 async def test_a_publish_never_handed_to_a_live_session_is_a_plain_publish_error(
-    envelope: Envelope | None,
+    send: Send,
 ) -> None:
     broker = StandInBroker()
     transport = await started(broker, publish_timeout=0.2)
     broker.down = True
     broker.sessions[0].open = False  # dead, but its owner has not heard yet
     with pytest.raises(PublishError, match="not confirmed within 0.2s.*never sent") as info:
-        await transport.publish("events", "Note", b"{}", {}, envelope=envelope)
+        await send(transport)
     assert not isinstance(info.value, PublishOutcomeUnknown)
     await transport.close()
 
@@ -280,7 +309,7 @@ class PoisonedSession(StandInSession):
 
 
 async def test_a_publish_that_kills_every_connection_gives_up_after_three(
-    envelope: Envelope | None,
+    send: Send,
 ) -> None:
     opened: list[PoisonedSession] = []
 
@@ -299,7 +328,7 @@ async def test_a_publish_that_kills_every_connection_gives_up_after_three(
     try:
         async with asyncio.timeout(5):
             with pytest.raises(PublishOutcomeUnknown, match="3 connections died"):
-                await transport.publish("events", "Note", b"{}", {}, envelope=envelope)
+                await send(transport)
         assert sum(s.sent for s in opened) == 3  # not one reconnect per second for 30 s
     finally:
         await transport.close()
