@@ -14,7 +14,13 @@ from pydantic import BaseModel
 
 from . import _naming as naming
 from ._background import BackgroundJobs
-from ._errors import BrokerConnectionError, ConfigurationError, PublishError, ReconnectFailed
+from ._errors import (
+    BrokerConnectionError,
+    ConfigurationError,
+    ConsumerLost,
+    PublishError,
+    ReconnectFailed,
+)
 from ._event_router import EventRouter, H, Registrations
 from ._handlers import Handler
 from ._inflight import InFlight
@@ -303,7 +309,7 @@ class Connection(Registrations):
         self._stopped.set()
 
     def _on_transport_closed(self, exc: BaseException | None) -> None:
-        if isinstance(exc, ReconnectFailed):
+        if isinstance(exc, (ReconnectFailed, ConsumerLost)):
             self._failure = exc
             self._stopped.set()
         elif exc is not None and self._observers.instrument is not None:
@@ -389,7 +395,9 @@ class Connection(Registrations):
 
         Starts the connection first when it is not started yet; the signals are handled from
         before the start, so a SIGTERM during start-up also ends in a clean close. Raises
-        ``ReconnectFailed`` when the broker stayed unreachable for ``reconnect_timeout``.
+        ``ReconnectFailed`` when the broker stayed unreachable for ``reconnect_timeout``, and
+        ``ConsumerLost`` when the broker cancelled a consumer (its queue deleted) that could
+        not be restored.
         """
         if self._state != "new" and setups:
             raise ConfigurationError("run() got setups, but the connection is already started")

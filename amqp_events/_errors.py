@@ -81,6 +81,19 @@ class BrokerError(AmqpEventsError):
         self.reply_code = reply_code
 
 
+class ConsumerLost(AmqpEventsError):
+    """The broker cancelled a consumer (its queue was deleted) and it could not be restored:
+    declaring the queue again was refused, attempt after attempt. The connection fails with it
+    (``run()`` raises it, close listeners hear it). ``queue`` names the queue, ``reply_code`` is
+    the broker's AMQP code for the last refusal (406: declared by someone else with other
+    arguments, 403: access refused ...), or None."""
+
+    def __init__(self, queue: str, message: str, *, reply_code: int | None = None) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.reply_code = reply_code
+
+
 class PublishError(AmqpEventsError):
     """A message was not published: refused by the broker, too large, or not sent.
 

@@ -75,7 +75,7 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
     async def consume(self, spec: ConsumerSpec) -> None:
         self._consumers.append(spec)
         session = self._live_session()
-        self._tags[await session.consume(spec)] = spec
+        self._consuming_with(session, {await session.consume(spec): spec})
 
     async def stop_consuming(self) -> None:
         self._consuming = False

@@ -12,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Final
 
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
+    stop_after_attempt,
     stop_after_delay,
     stop_never,
     wait_random_exponential,
 )
 
-from .._errors import BrokerConnectionError, BrokerError, ReconnectFailed
+from .._errors import BrokerConnectionError, BrokerError, ConsumerLost, ReconnectFailed
 from .._topology import ConsumerSpec, Topology
 from ._base import CloseCallback, Session, SessionOpener
 
@@ -31,6 +32,13 @@ __all__ = ["Recovery"]
 log = logging.getLogger(__name__)
 
 _RECOVERABLE = (BrokerConnectionError, BrokerError, OSError, TimeoutError)
+# A cancelled consumer is declared and consumed again at most this many times: a refusal that
+# outlasts them (its queue declared by someone else with other arguments, access taken away)
+# will not pass by itself, and the connection fails with ConsumerLost instead.
+RESTORE_ATTEMPTS: Final = 4
+# Cancels of tags not known yet (the broker's Basic.Cancel can come right behind its ConsumeOk,
+# before the consume call returns the tag), kept until the tag is: at most this many.
+_EARLY_CANCELS_LIMIT: Final = 64
 
 
 class Recovery:
@@ -55,6 +63,7 @@ class Recovery:
         self._topology = Topology()
         self._consumers: list[ConsumerSpec] = []
         self._tags: dict[str, ConsumerSpec] = {}
+        self._early_cancels: dict[str, None] = {}  # an ordered set, oldest first
         self._consuming = True
         self._closing = False
         self._failed: BaseException | None = None
@@ -101,7 +110,13 @@ class Recovery:
 
     def consumer_cancelled(self, session: Session, consumer_tag: str) -> None:
         spec = self._tags.pop(consumer_tag, None)
-        if spec is None or self._closing or not self._consuming or session is not self._session:
+        if spec is None:
+            if not self._closing and self._consuming:
+                self._early_cancels[consumer_tag] = None
+                if len(self._early_cancels) > _EARLY_CANCELS_LIMIT:
+                    del self._early_cancels[next(iter(self._early_cancels))]
+            return
+        if self._closing or not self._consuming or session is not self._session:
             return
         log.warning(
             "%s: the broker cancelled the consumer of %r (queue deleted?); restoring it",
@@ -109,6 +124,15 @@ class Recovery:
             spec.queue,
         )
         self._background(self._restore_consumer(session, spec))
+
+    def _consuming_with(self, session: Session, tags: dict[str, ConsumerSpec]) -> None:
+        """Record ``tags`` as the live consumers of ``session`` (the current one), restoring at
+        once any the broker cancelled before its tag was known here."""
+        self._tags.update(tags)
+        if self._early_cancels:
+            for tag in [tag for tag in tags if tag in self._early_cancels]:
+                del self._early_cancels[tag]
+                self.consumer_cancelled(session, tag)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -163,28 +187,60 @@ class Recovery:
             await session.close()
             return
         self._session = session
-        self._tags = tags
+        self._tags = {}
+        self._consuming_with(session, tags)
         self._ready.set()
 
     async def _restore_consumer(self, session: Session, spec: ConsumerSpec) -> None:
         try:
-            async for attempt in self._retrying():
+            async for attempt in AsyncRetrying(
+                wait=wait_random_exponential(multiplier=0.1, max=self._max_reconnect_wait),
+                stop=stop_after_attempt(RESTORE_ATTEMPTS),
+                retry=retry_if_exception_type(_RECOVERABLE),
+                reraise=True,
+            ):
                 with attempt:
                     async with self._lock:
                         if session is not self._session or self._closing or not self._consuming:
                             return  # a reconnection restores it, or we are stopping
                         # The queue may be gone: declaring everything again brings it and its
                         # bindings back.
-                        await session.declare(self._topology)
-                        self._tags[await session.consume(spec)] = spec
+                        try:
+                            await session.declare(self._topology)
+                            tag = await session.consume(spec)
+                        except Exception as exc:
+                            log.warning(
+                                "%s: restoring the consumer of %r failed (attempt %d of %d): %s",
+                                self._description,
+                                spec.queue,
+                                attempt.retry_state.attempt_number,
+                                RESTORE_ATTEMPTS,
+                                exc,
+                            )
+                            raise
+                        self._consuming_with(session, {tag: spec})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error(
-                "%s: could not restore the consumer of %r: %s", self._description, spec.queue, exc
-            )
+            if session is not self._session or self._closing:
+                return  # the connection went meanwhile: a reconnection restores the consumer
+            self._consumer_lost(spec, exc)
             return
         log.warning("%s: consumer of %r restored", self._description, spec.queue)
+
+    def _consumer_lost(self, spec: ConsumerSpec, exc: Exception) -> None:
+        """Fail loudly: a service that stopped consuming one of its queues, with no word but a
+        log line, loses nothing yet but handles nothing either."""
+        lost = ConsumerLost(
+            spec.queue,
+            f"{self._description}: the broker cancelled the consumer of {spec.queue!r} (queue "
+            f"deleted?) and it could not be restored in {RESTORE_ATTEMPTS} attempts: {exc}. "
+            "Declare the queue as this service does (or delete the one declared in its place) "
+            "and start the service again",
+            reply_code=exc.reply_code if isinstance(exc, BrokerError) else None,
+        )
+        log.error("%s", lost)
+        self._notify(lost)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ DOCUMENTED = {
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
+    "ConsumerLost",
     "Connection",
     "DecodeError",
     "Drop",
