@@ -62,11 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = _url_of(args) if args.url is not None else None
     if args.reload and args.workers > 1:
         raise CliError("run: --reload and --workers are exclusive (reload runs one process)")
+    freeze = not args.no_gc_freeze
     if args.reload:
-        return run.run_reloading(args.app, url, args.log_level)
+        return run.run_reloading(args.app, url, args.log_level, gc_freeze=freeze)
     if args.workers > 1:
-        return run.run_workers(args.app, url, args.workers, args.log_level)
-    return asyncio.run(run.serve(args.app, url))
+        return run.run_workers(args.app, url, args.workers, args.log_level, gc_freeze=freeze)
+    return asyncio.run(run.serve(args.app, url, gc_freeze=freeze))
 
 
 def _models(apps: Sequence[str]) -> list[Any]:

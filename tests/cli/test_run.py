@@ -61,10 +61,15 @@ def _lines(record: Path) -> list[str]:
 
 
 async def records(record: Path, count: int) -> list[tuple[str, str]]:
+    return [(job, pid) for job, pid, _ in await frozen_records(record, count)]
+
+
+async def frozen_records(record: Path, count: int) -> list[tuple[str, str, int]]:
+    """(job id, pid, objects frozen out of the GC's reach) per handled job."""
     for _ in range(300):
         lines = await asyncio.to_thread(_lines, record)
         if len(lines) >= count:
-            return [(line.split()[0], line.split()[1]) for line in lines]
+            return [(job, pid, int(frozen)) for job, pid, frozen in map(str.split, lines)]
         await asyncio.sleep(0.05)
     raise AssertionError(f"only {lines} handled")
 
@@ -85,14 +90,32 @@ async def test_serves_until_sigterm_then_exits_0(
     try:
         await wait_for_consumers(url, 1, process)
         await publish_jobs(url, ["a", "b"])
-        handled = await records(record, 2)
-        assert [job for job, _ in handled] == ["a", "b"]
-        assert {pid for _, pid in handled} == {str(process.pid)}
+        handled = await frozen_records(record, 2)
+        assert [job for job, _, _ in handled] == ["a", "b"]
+        assert {pid for _, pid, _ in handled} == {str(process.pid)}
+        # Start-up's objects frozen out of the cyclic GC's reach, once started.
+        assert all(frozen > 10_000 for _, _, frozen in handled), handled
     finally:
         code, err = await stop(process)
     assert code == 0, err
     assert "Traceback" not in err
     assert "worker-service stopped" in err
+
+
+async def test_no_gc_freeze_leaves_the_collector_alone(
+    amqp_events_rabbitmq_vhost_url: str, tmp_path: Path
+) -> None:
+    url = amqp_events_rabbitmq_vhost_url
+    record = tmp_path / "handled"
+    process = start(url, record, "--no-gc-freeze")
+    try:
+        await wait_for_consumers(url, 1, process)
+        await publish_jobs(url, ["a"])
+        [(_, _, frozen)] = await frozen_records(record, 1)
+        assert frozen == 0
+    finally:
+        code, err = await stop(process)
+    assert code == 0, err
 
 
 async def test_workers_share_the_queue(amqp_events_rabbitmq_vhost_url: str, tmp_path: Path) -> None:

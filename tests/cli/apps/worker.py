@@ -1,9 +1,11 @@
-"""A service for ``amqp-events run``'s tests: each handled job's id and the handling process's
-pid are appended to the file ``CLI_TEST_RECORD`` names."""
+"""A service for ``amqp-events run``'s tests: each handled job's id, the handling process's
+pid and how many objects it has frozen out of the cyclic GC's reach are appended to the file
+``CLI_TEST_RECORD`` names."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 
 from pydantic import BaseModel
@@ -20,7 +22,7 @@ class Job(BaseModel):
 
 def _record(job_id: str) -> None:
     with open(os.environ["CLI_TEST_RECORD"], "a") as record:
-        record.write(f"{job_id} {os.getpid()}\n")
+        record.write(f"{job_id} {os.getpid()} {gc.get_freeze_count()}\n")
 
 
 def make_worker() -> Connection:
