@@ -2,7 +2,9 @@
 
 Go (client ``go-amqp091``, amqp091-go, the reference) runs when ``go`` is on PATH and the
 amqp091-go source is installed (Debian: golang-go, golang-github-rabbitmq-amqp091-go-dev);
-otherwise it is skipped with a note, as FastStream is when it is not installed.
+otherwise it is skipped with a note, as FastStream is when it is not installed. Client
+``go-enveloped`` is the same Go client sending amqp-events' envelope (a message id, a timestamp
+and eight headers per message), so that both put the same messages on the wire.
 
 Workloads (``--only`` takes these names, or client names, comma-separated or repeated):
 

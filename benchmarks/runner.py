@@ -45,6 +45,7 @@ WORKLOADS = (
 # unavailable() -> str | None: why the client cannot run here (the benchmark skips it, noted).
 CLIENT_MODULES = {
     "go-amqp091": "benchmarks.workloads_go",
+    "go-enveloped": "benchmarks.workloads_go_enveloped",  # the same messages as ours
     "aio-pika": "benchmarks.workloads_raw",
     "amqp-events": "benchmarks.workloads_events",
     "faststream": "benchmarks.workloads_faststream",

@@ -38,7 +38,7 @@ async def test_every_workload_delivers_every_message(
     if importlib.util.find_spec("faststream") is not None:
         clients.append("faststream")
     if go_unavailable() is None:  # a Go toolchain and amqp091-go's source are installed
-        clients.append("go-amqp091")
+        clients += ["go-amqp091", "go-enveloped"]
     alone = ("memory", "outbox-relay", "publish-many")  # amqp-events' own workloads
     expected = {(w, c) for w in WORKLOADS if w not in alone for c in clients}
     expected.add(("memory", "amqp-events"))

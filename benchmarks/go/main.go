@@ -16,6 +16,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -43,6 +45,7 @@ type options struct {
 	rate       float64
 	note       string
 	timeout    time.Duration
+	envelope   string
 }
 
 // order is benchmarks.common.Order; encoding/json writes it as pydantic's model_dump_json does.
@@ -104,6 +107,31 @@ func (o *options) body(i int, sentNs int64) ([]byte, error) {
 	return json.Marshal(order{ID: strconv.Itoa(i), Amount: i, Note: o.note, SentNs: sentNs})
 }
 
+// addEnvelope gives msg what amqp-events adds to each event (docs/envelope.md): a fresh
+// version 4 UUID as message id, the second as timestamp, goamqp's service header and the
+// CloudEvents attributes, so that both clients put the same messages on the wire.
+func (o *options) addEnvelope(msg *amqp.Publishing) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	id := h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	now := time.Now().UTC().Truncate(time.Second)
+	msg.MessageId = id
+	msg.Timestamp = now
+	msg.Headers = amqp.Table{
+		"service":                     o.envelope,
+		"cloudEvents:specversion":     "1.0",
+		"cloudEvents:id":              id,
+		"cloudEvents:source":          o.envelope,
+		"cloudEvents:type":            o.routingKey,
+		"cloudEvents:time":            now.Format("2006-01-02T15:04:05Z"),
+		"cloudEvents:datacontenttype": "application/json",
+		"cloudEvents:correlationid":   id,
+	}
+}
+
 func (o *options) queueArgs() amqp.Table {
 	// pamqp sends this int as a signed 32-bit value; RabbitMQ wants the same type to redeclare.
 	return amqp.Table{"x-expires": int32(o.expiresMs)}
@@ -141,12 +169,15 @@ func (p *publisher) send(i int, sentNs int64) error {
 	if err != nil {
 		return err
 	}
-	return p.ch.Publish(p.o.exchange, p.o.routingKey, false, false,
-		amqp.Publishing{
-			ContentType:  "application/json",
-			DeliveryMode: amqp.Persistent,
-			Body:         body,
-		})
+	msg := amqp.Publishing{
+		ContentType:  "application/json",
+		DeliveryMode: amqp.Persistent,
+		Body:         body,
+	}
+	if p.o.envelope != "" {
+		p.o.addEnvelope(&msg)
+	}
+	return p.ch.Publish(p.o.exchange, p.o.routingKey, false, false, msg)
 }
 
 // await waits for the next n confirms, up to the run's timeout: acked, nacked or none in time.
@@ -423,6 +454,7 @@ func parse() *options {
 	flag.IntVar(&o.prefetch, "prefetch", 20, "consumer prefetch")
 	flag.Float64Var(&o.rate, "rate", 1000, "latency: messages per second")
 	flag.StringVar(&o.note, "note", "", "the orders' note")
+	flag.StringVar(&o.envelope, "envelope", "", "send amqp-events' envelope as this service (publish)")
 	flag.DurationVar(&o.timeout, "timeout", 130*time.Second, "wait this long for deliveries")
 	flag.Parse()
 	return o
