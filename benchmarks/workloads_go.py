@@ -39,7 +39,7 @@ from .common import (
     wait_timeout,
 )
 
-__all__ = ["CLIENT", "NAME", "binary", "go_version", "unavailable"]
+__all__ = ["CLIENT", "NAME", "binary", "client", "go_version", "unavailable"]
 
 NAME = "go-amqp091"
 SOURCE = Path(__file__).with_name("go") / "main.go"
@@ -199,22 +199,28 @@ async def _run(command: list[str], messages: int) -> Sample:
     return sample
 
 
-async def publish_sequential(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("publish-sequential", url, service, messages), messages)
+def client(name: str, *, enveloped: bool = False) -> Client:
+    """The Go client's workloads as ``name``; ``enveloped``: its publishes carry amqp-events'
+    envelope (``-envelope``, the service name as the publishing service)."""
+
+    def command(workload: str, url: str, service: str, messages: int) -> list[str]:
+        base = _command(workload, url, service, messages)
+        return [*base, f"-envelope={service}"] if enveloped else base
+
+    async def publish_sequential(url: str, service: str, messages: int) -> Sample:
+        return await _run(command("publish-sequential", url, service, messages), messages)
+
+    async def publish_pipelined(url: str, service: str, messages: int) -> Sample:
+        return await _run(command("publish-pipelined", url, service, messages), messages)
+
+    async def consume(url: str, service: str, messages: int) -> Sample:
+        return await _run(command("consume", url, service, messages), messages)
+
+    async def latency(url: str, service: str, messages: int, rate: float, warmup: int) -> Sample:
+        flags = [f"-rate={rate}", f"-warmup={warmup}"]  # the later flag wins
+        return await _run([*command("latency", url, service, messages), *flags], messages)
+
+    return Client(name, publish_sequential, publish_pipelined, consume, latency)
 
 
-async def publish_pipelined(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("publish-pipelined", url, service, messages), messages)
-
-
-async def consume(url: str, service: str, messages: int) -> Sample:
-    return await _run(_command("consume", url, service, messages), messages)
-
-
-async def latency(url: str, service: str, messages: int, rate: float, warmup: int) -> Sample:
-    command = _command("latency", url, service, messages)
-    command += [f"-rate={rate}", f"-warmup={warmup}"]  # the later flag wins
-    return await _run(command, messages)
-
-
-CLIENT = Client(NAME, publish_sequential, publish_pipelined, consume, latency)
+CLIENT = client(NAME)

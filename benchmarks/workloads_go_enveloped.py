@@ -10,35 +10,9 @@ the broker. Its consume workload reads the queue the harness filled, as ``go-amq
 
 from __future__ import annotations
 
-from .client import Client
-from .common import Sample
-from .workloads_go import _command, _run, unavailable
+from .workloads_go import client, unavailable
 
 __all__ = ["CLIENT", "NAME", "unavailable"]
 
 NAME = "go-enveloped"
-
-
-def _enveloped(workload: str, url: str, service: str, messages: int) -> list[str]:
-    return [*_command(workload, url, service, messages), f"-envelope={service}"]
-
-
-async def publish_sequential(url: str, service: str, messages: int) -> Sample:
-    return await _run(_enveloped("publish-sequential", url, service, messages), messages)
-
-
-async def publish_pipelined(url: str, service: str, messages: int) -> Sample:
-    return await _run(_enveloped("publish-pipelined", url, service, messages), messages)
-
-
-async def consume(url: str, service: str, messages: int) -> Sample:
-    return await _run(_enveloped("consume", url, service, messages), messages)
-
-
-async def latency(url: str, service: str, messages: int, rate: float, warmup: int) -> Sample:
-    command = _enveloped("latency", url, service, messages)
-    command += [f"-rate={rate}", f"-warmup={warmup}"]  # the later flag wins
-    return await _run(command, messages)
-
-
-CLIENT = Client(NAME, publish_sequential, publish_pipelined, consume, latency)
+CLIENT = client(NAME, enveloped=True)
