@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -27,6 +27,7 @@ from ._headers import check_user_headers
 from ._instrument import publish_with
 from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
+from ._pending_publish import PendingPublish
 from ._requests import PendingRequests, raise_if_error
 from ._routes import Route, TypeMapping
 from ._transport._base import OutgoingProperties, PublishItem, Transport
@@ -205,14 +206,14 @@ class Publisher:
             f"'<routing key>') to the Publisher (it has {self._describe_routes() or 'none'})"
         )
 
-    async def publish(
+    def publish(
         self,
         event: BaseModel,
         headers: Mapping[str, Any] | None = None,
         *,
         mandatory: bool | None = None,
-    ) -> None:
-        """Publish ``event`` and wait for the broker's confirm.
+    ) -> Coroutine[Any, Any, None]:
+        """Publish ``event``; await the result to wait for the broker's confirm.
 
         ``headers`` are sent as AMQP headers; ``service`` is reserved (it carries this service's
         name). With ``mandatory=True`` (the default for requests and ``queue_publisher``) a
@@ -222,58 +223,89 @@ class Publisher:
         ``publish_timeout``, reconnections included: ``PublishOutcomeUnknown`` when it may have
         stored the message anyway (a resend may duplicate it), plain ``PublishError`` when it
         refused it or never got it (a resend is safe).
+
+        What it returns is awaited, gathered, or made a task (``asyncio.create_task``,
+        ``TaskGroup``) as a coroutine is. When the connection is up, the message is written at
+        once and the result is the future of its confirm (a ``PendingPublish``): gathering many
+        publishes then makes no task per publish.
         """
+        target = self._target
+        if target is not None:
+            key = self._key_by_type.get(type(event))
+            if key is not None:
+                pending = self._publish_now(target, key, event, headers, mandatory)
+                if pending is not None:
+                    return pending
+        return self._publish(event, headers, mandatory=mandatory)
+
+    def _publish_now(
+        self,
+        target: _Target,
+        key: str,
+        event: BaseModel,
+        headers: Mapping[str, Any] | None,
+        mandatory: bool | None,
+    ) -> PendingPublish | None:
+        """Write the publish on the open session now; its confirm's future, or None when it
+        takes the coroutine (observed or instrumented, no open session, or something to say:
+        a bad header, a frame too large; the coroutine raises it when awaited)."""
+        observers = target.observers
+        transport = target.transport
+        session = transport.open_session
+        if (
+            session is None
+            or observers.current is not None
+            or observers.instrument is not None
+            or log.isEnabledFor(logging.DEBUG)
+        ):
+            return None
+        destination = target.destination
+        try:
+            loop = asyncio.get_running_loop()
+            body = encode(event)
+            sent = self._headers(target, key, headers)
+            if mandatory is None:
+                mandatory = destination.mandatory
+            envelope = outgoing_envelope()
+            pending = PendingPublish(
+                loop, transport, session, destination, key, body, sent, mandatory, envelope
+            )
+            written = session.publish_now(
+                destination.exchange,
+                key,
+                body,
+                sent,
+                mandatory=mandatory,
+                confirm_timeout=transport.publish_timeout,
+                envelope=envelope,
+                waiter=pending,
+            )
+        except Exception:
+            return None  # nothing was written: the coroutine tries again, and raises it
+        return pending if written is not None else None
+
+    async def _publish(
+        self,
+        event: BaseModel,
+        headers: Mapping[str, Any] | None = None,
+        *,
+        mandatory: bool | None = None,
+    ) -> None:
+        """``publish`` as a coroutine: observed, instrumented, or waiting for the connection."""
         target = self._target or self._require_target()
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
         destination = target.destination
         instrument = target.observers.instrument
         try:
             if instrument is None:
-                transport = target.transport
-                exchange = destination.exchange
-                body = encode(event)
-                sent = self._headers(target, key, headers)
-                if mandatory is None:
-                    mandatory = destination.mandatory
-                envelope = outgoing_envelope()
-                session = transport.open_session
-                confirmed = failed = None
-                if session is not None:
-                    # Started here and awaited in this frame: no coroutine of the transport's
-                    # per publish in flight (with a thousand in flight, each object that lives
-                    # until its confirm is work for the cyclic GC).
-                    started = asyncio.get_running_loop().time()
-                    try:
-                        confirmed = session.publish_now(
-                            exchange,
-                            key,
-                            body,
-                            sent,
-                            mandatory=mandatory,
-                            confirm_timeout=transport.publish_timeout,
-                            envelope=envelope,
-                        )
-                        if confirmed is not None:
-                            await confirmed
-                    except Exception as exc:
-                        failed = exc
-                if failed is not None:
-                    assert session is not None
-                    await transport.publish_failed(
-                        session,
-                        failed,
-                        started,
-                        exchange,
-                        key,
-                        body,
-                        sent,
-                        mandatory=mandatory,
-                        envelope=envelope,
-                    )
-                elif confirmed is None:
-                    await transport.publish(
-                        exchange, key, body, sent, mandatory=mandatory, envelope=envelope
-                    )
+                await target.transport.publish(
+                    destination.exchange,
+                    key,
+                    encode(event),
+                    self._headers(target, key, headers),
+                    mandatory=destination.mandatory if mandatory is None else mandatory,
+                    envelope=outgoing_envelope(),
+                )
             else:
                 await publish_with(
                     instrument,

@@ -158,6 +158,17 @@ class BrokerUnderTest:
         async with self._channel() as channel:
             await channel.queue_delete(queue)
 
+    async def replace_queue(self, queue: str, arguments: Mapping[str, Any] | None = None) -> None:
+        """Delete ``queue`` and at once declare it again, durable, with ``arguments``, as another
+        client would: on one channel, back to back, before its consumer's client can react."""
+        if self.memory is not None:
+            self.memory.delete_queue(queue)
+            self.memory.declare_queue(queue, arguments=arguments)
+            return
+        async with self._channel() as channel:
+            await channel.queue_delete(queue)
+            await channel.declare_queue(queue, durable=True, arguments=dict(arguments or {}))
+
     async def queue_depth(self, queue: str) -> int:
         """Ready messages in ``queue``; call it with no consumer attached."""
         if self.memory is not None:
@@ -272,6 +283,11 @@ async def delete_exchange(url: str, exchange: str) -> None:
 async def delete_queue(url: str, queue: str) -> None:
     """``BrokerUnderTest(url).delete_queue(queue)``."""
     await BrokerUnderTest(url).delete_queue(queue)
+
+
+async def replace_queue(url: str, queue: str, arguments: Mapping[str, Any] | None = None) -> None:
+    """``BrokerUnderTest(url).replace_queue(queue, arguments)``."""
+    await BrokerUnderTest(url).replace_queue(queue, arguments)
 
 
 async def queue_depth(url: str, queue: str) -> int:

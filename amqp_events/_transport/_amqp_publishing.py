@@ -194,13 +194,23 @@ class AmqpPublishing(AmqpChannels):
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         hot = self._hot
         if hot is None or hot.failure is not None or self._link.congested:
             return None  # publish() reopens the channel, or waits for the socket to drain
         self._check_frame(exchange, routing_key, headers, None, envelope)
         return self._send(
-            hot, exchange, routing_key, body, headers, None, mandatory, confirm_timeout, envelope
+            hot,
+            exchange,
+            routing_key,
+            body,
+            headers,
+            None,
+            mandatory,
+            confirm_timeout,
+            envelope,
+            waiter,
         )
 
     def publish_failure(
@@ -263,9 +273,11 @@ class AmqpPublishing(AmqpChannels):
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope | None,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None]:
         """Encode and write one publish (with the others of this loop turn); its confirm
-        settles the future. Raises what fails before anything is written."""
+        settles the future (``waiter``, or a new one). Raises what fails before anything is
+        written."""
         if envelope is not None:
             message_id: str | None = envelope.message_id
             timestamp: datetime | None = envelope.timestamp
@@ -302,6 +314,7 @@ class AmqpPublishing(AmqpChannels):
                 mandatory=mandatory,
                 message_id=message_id,
                 timeout=confirm_timeout if confirm_timeout is not None else _NO_TIMEOUT,
+                waiter=waiter,
             )
         except Exception as exc:  # the channel is gone: nothing was written
             raise self._failure(exc, exchange, routing_key, confirm_timeout) from None

@@ -197,11 +197,13 @@ class Session(Protocol):
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         """``publish`` of an enveloped event without properties, started at once when it can
         be written now, with no coroutine of its own: the future its confirm settles (await it
         through ``publish_failure``), or None for ``publish`` to do it (something to wait for
-        first). Raises, before anything is sent, what ``publish`` would raise then."""
+        first). The future is ``waiter`` when one is given (settled with ``set_result`` and
+        ``set_exception``). Raises, before anything is sent, what ``publish`` would raise then."""
         ...
 
     def publish_failure(

@@ -102,10 +102,11 @@ class ConfirmingChannel:
         mandatory: bool,
         message_id: str | None,
         timeout: float,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None]:
         """Write the publish (with the others of this loop turn); its confirm settles the
-        future: None, or ``Nacked``, ``ReturnedByBroker``, ``TimeoutError``, or the channel's
-        end."""
+        future (``waiter``, or a new one): None, or ``Nacked``, ``ReturnedByBroker``,
+        ``TimeoutError``, or the channel's end."""
         if self.failure is not None:
             raise self.failure
         route = (exchange, routing_key, mandatory)
@@ -121,7 +122,7 @@ class ConfirmingChannel:
         self._link.write_parts(parts)
         tag = self._next_tag
         self._next_tag = tag + 1
-        future: asyncio.Future[None] = self._loop.create_future()
+        future = waiter if waiter is not None else self._loop.create_future()
         deadline = self._loop.time() + timeout
         self._waiting[tag] = future
         self._deadlines[tag] = deadline

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
@@ -146,7 +147,24 @@ class Recovery:
                 else stop_after_delay(self._reconnect_timeout)
             ),
             retry=retry_if_exception_type(_RECOVERABLE),
+            before_sleep=self._log_failed_attempt,
             reraise=True,
+        )
+
+    def _log_failed_attempt(self, state: RetryCallState) -> None:
+        """Every failed attempt is logged: with ``reconnect_timeout=None`` a broker that keeps
+        refusing (not one that is down) would otherwise be retried for ever without a word."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        refused = isinstance(exc, BrokerError)
+        log.log(
+            logging.ERROR if refused else logging.WARNING,
+            "%s: reconnecting failed (attempt %d, %.0f s so far%s): %s; trying again in %.1f s",
+            self._description,
+            state.attempt_number,
+            state.seconds_since_start,
+            ", the broker refuses this service's topology" if refused else "",
+            exc,
+            state.upcoming_sleep,
         )
 
     async def _recover(self) -> None:

@@ -1,5 +1,6 @@
 """A consumer the broker cancels (its queue deleted) is declared and consumed again, a bounded
 number of times; one that cannot be restored fails the connection loudly (``ConsumerLost``).
+Reconnecting says what fails, attempt by attempt.
 
 Stand-in sessions stand where RabbitMQ's do: ``consume`` returns a tag, ``hooks.
 consumer_cancelled`` is the broker's Basic.Cancel, ``declare`` may be refused. The real
@@ -9,12 +10,13 @@ broker's side of this is tests/rabbitmq/test_deleted_queue_loop.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from amqp_events import BrokerError, ConsumerLost
+from amqp_events import BrokerConnectionError, BrokerError, ConsumerLost
 from amqp_events._envelope import Envelope
 from amqp_events._topology import ConsumerSpec, Topology
 from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
@@ -90,6 +92,7 @@ class ConsumingSession:
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         raise AssertionError("not used")
 
@@ -107,9 +110,11 @@ async def never_called(_delivery: object) -> None:
 
 
 class Consumer:
-    """A transport over one consuming stand-in session, and what its close listeners heard."""
+    """A transport over consuming stand-in sessions, and what its close listeners heard. The
+    first ``failed_openings`` reopenings fail with what they hold."""
 
     def __init__(self) -> None:
+        self.failed_openings: list[BaseException] = []
         self.sessions: list[ConsumingSession] = []
         self.heard: list[BaseException | None] = []
         self.transport = ReconnectingTransport(
@@ -122,6 +127,8 @@ class Consumer:
         self.transport.add_close_callback(self.heard.append)
 
     async def _open(self, hooks: SessionHooks) -> Session:
+        if self.sessions and self.failed_openings:
+            raise self.failed_openings.pop(0)
         self.sessions.append(ConsumingSession(hooks))
         return self.sessions[-1]
 
@@ -196,4 +203,26 @@ async def test_cancels_of_unknown_tags_are_kept_bounded(limit_exceeded_by: int) 
         consumer.transport.consumer_cancelled(consumer.session, f"unknown-{n}")
     assert len(consumer.transport._early_cancels) == 64
     assert "unknown-0" not in consumer.transport._early_cancels
+    await consumer.transport.close()
+
+
+async def test_every_failed_reconnection_attempt_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = Consumer()
+    await consumer.start()
+    consumer.failed_openings = [
+        BrokerConnectionError("connection refused"),
+        BrokerError(406, "PRECONDITION_FAILED - inequivalent arg 'x-expires'"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="amqp_events._transport._recovery"):
+        consumer.transport.session_lost(consumer.session, BrokerConnectionError("reset"))
+        await eventually(lambda: len(consumer.sessions) == 2, within=2, what="reconnected")
+    failed = [r for r in caplog.records if "reconnecting failed" in r.getMessage()]
+    assert len(failed) == 2
+    assert failed[0].levelno == logging.WARNING
+    assert "attempt 1" in failed[0].getMessage()
+    assert "connection refused" in failed[0].getMessage()
+    assert failed[1].levelno == logging.ERROR  # a refusal does not pass by waiting alone
+    assert "refuses this service's topology" in failed[1].getMessage()
     await consumer.transport.close()

@@ -100,12 +100,13 @@ class StandInSession:
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         """As ``publish``, its confirm as a future (the AMQP session's fast path)."""
         if not self.open:
             raise BrokerConnectionError("stand-in session is closed")
         self.sent += 1
-        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        confirm = waiter if waiter is not None else asyncio.get_running_loop().create_future()
         if not self.holds_publishes:
             if self._outcome is not None:
                 confirm.set_exception(self._outcome)
@@ -301,9 +302,10 @@ class PoisonedSession(StandInSession):
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         self.sent += 1  # written; the connection dies before its confirm
-        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        confirm = waiter if waiter is not None else asyncio.get_running_loop().create_future()
         confirm.set_exception(self._die("FRAME_ERROR: the broker closed the connection"))
         return confirm
 

@@ -99,6 +99,7 @@ class MemorySession:
         mandatory: bool,
         confirm_timeout: float | None,
         envelope: Envelope,
+        waiter: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None] | None:
         return None  # the memory broker's publish has no confirm to wait for: publish() it is
 
