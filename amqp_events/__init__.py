@@ -8,12 +8,14 @@ private. The path of a message, module by module:
   ``_event_router`` holds the decorated handlers; ``_naming`` names exchanges, queues and
   headers; ``_topology`` is what gets declared;
 - publishing: ``_publisher`` (type -> key by ``_routes``, ``_codec`` to JSON, ``_headers``
-  checked) -> ``_transport`` (``_reconnecting`` over ``_amqp`` for RabbitMQ, or ``memory``,
+  checked, ``_envelope`` added; ``_pending_publish``, the confirm's future of a publish written
+  at once) -> ``_transport`` (``_reconnecting`` over ``_amqp`` for RabbitMQ, or ``memory``,
   the in-process broker; ``_wire`` says what AMQP can carry) -> the broker;
 - consuming: the transport -> ``_dispatch`` (key -> handler by ``_topics`` matching and
   ``_handlers``, decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures``
   (retry and dead-letter moves, by the ``_retry`` policy);
-- service to service: ``_requests`` (the responder and awaited requests);
+- service to service: ``_requests`` (the responder and awaited requests),
+  ``_request_round_trip`` (one awaited request);
 - seeing what happens: ``_observe`` (observers), ``_message_log`` (a message logger),
   ``_instrument`` (the seam for metrics and tracing: ``_metrics`` for Prometheus,
   ``_tracing`` for OpenTelemetry, both optional extras, set up by ``_setup/_instruments``);

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
 from . import _naming as naming
-from ._codec import Decoder, decoder_for, encode
+from ._codec import encode
 from ._envelope import envelope_constants, outgoing_envelope
 from ._errors import (
     ConfigurationError,
     PublishError,
     PublishOutcomeUnknown,
-    RequestTimeout,
     Unroutable,
 )
 from ._headers import check_user_headers
@@ -28,9 +25,10 @@ from ._instrument import publish_with
 from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
 from ._pending_publish import PendingPublish
-from ._requests import PendingRequests, raise_if_error
+from ._request_round_trip import send_request
+from ._requests import PendingRequests
 from ._routes import Route, TypeMapping
-from ._transport._base import OutgoingProperties, PublishItem, Transport
+from ._transport._base import PublishItem, Transport
 
 __all__ = ["Destination", "PreparedPublish", "Publisher"]
 
@@ -84,11 +82,6 @@ class _Target:
     headers_by_key: dict[str, dict[str, Any]]
     description: str
     observers: Observers
-
-
-@lru_cache(maxsize=1024)
-def _response_decoder(response_type: Any) -> Decoder:
-    return decoder_for(response_type)
 
 
 class Publisher:
@@ -486,66 +479,12 @@ class Publisher:
         the responder's handler raised (an amqp-events responder reports that).
         """
         target = self._target or self._require_target()
-        destination = target.destination
-        pending = destination.pending
-        if pending is None:
+        if target.destination.pending is None:
             raise ConfigurationError(
                 f"publisher with routes {self._describe_routes()} cannot await responses: set it "
                 "up with service_publisher(target_service, publisher, awaitable=True)"
             )
-        wanted: Any = dict if response_type is None else response_type
-        decode = _response_decoder(wanted)
         key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
-        body, sent_headers = encode(event), self._headers(target, key, headers)
-        correlation_id = uuid.uuid4().hex
-        waiting = "for one of the max_pending slots (every one was taken)"
-        deadline = asyncio.timeout(timeout)
-        instrument = target.observers.instrument
-        try:
-            async with deadline, pending.slots():
-                response = pending.expect(correlation_id)
-                if instrument is not None:
-                    instrument.pending_requests(target.service, pending.target, 1)
-                try:
-                    waiting = "for the broker to confirm the request (it may have been sent)"
-                    properties = OutgoingProperties(correlation_id=correlation_id)
-                    if instrument is None:
-                        await target.transport.publish(
-                            destination.exchange,
-                            key,
-                            body,
-                            sent_headers,
-                            properties=properties,
-                            mandatory=destination.mandatory,
-                            envelope=outgoing_envelope(),
-                        )
-                    else:
-                        await publish_with(
-                            instrument,
-                            target.transport,
-                            target.service,
-                            destination.exchange,
-                            key,
-                            body,
-                            sent_headers,
-                            properties=properties,
-                            mandatory=destination.mandatory,
-                            envelope=outgoing_envelope(),
-                        )
-                    waiting = "for the response"
-                    delivery = await response
-                finally:
-                    pending.forget(correlation_id)
-                    if instrument is not None:
-                        instrument.pending_requests(target.service, pending.target, -1)
-        except Unroutable as exc:
-            raise destination.unroutable(key, exc) from exc
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # not ours to translate
-            raise RequestTimeout(
-                f"no response from {pending.target!r} to {key!r} within {timeout}s: still "
-                f"waiting {waiting}"
-            ) from None
-        raise_if_error(pending.target, delivery)
-        return decode(delivery.body)
+        return await send_request(
+            target, key, encode(event), self._headers(target, key, headers), response_type, timeout
+        )
