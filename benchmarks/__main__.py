@@ -9,7 +9,8 @@ and eight headers per message), so that both put the same messages on the wire.
 Workloads (``--only`` takes these names, or client names, comma-separated or repeated):
 
 - ``publish-sequential``: confirmed persistent publishes, each awaited;
-- ``publish-pipelined``: the same, 1,000 in flight at a time;
+- ``publish-pipelined``: the same, 1,000 in flight at a time (``AMQP_EVENTS_BENCH_WINDOW``
+  sets another window, ``AMQP_EVENTS_BENCH_PREFETCH`` another prefetch than 20);
 - ``publish-many``: amqp-events' ``publish_many``, 1,000 events per call (a window written at
   once, no task per event); amqp-events only;
 - ``outbox-relay``: amqp-events' outbox relay publishing rows written beforehand (PostgreSQL

@@ -7,6 +7,7 @@ timed by the same code and differs only in the one call it makes per message.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from array import array
 from collections.abc import Callable, Coroutine
@@ -41,11 +42,13 @@ __all__ = [
 EXCHANGE = "events.topic.exchange"
 ROUTING_KEY = "Order.Created"
 # goamqp's and amqp-events' default prefetch; the other clients are set to it explicitly.
-PREFETCH = 20
+# AMQP_EVENTS_BENCH_PREFETCH and AMQP_EVENTS_BENCH_WINDOW (below) set other values for a run.
+PREFETCH = int(os.environ.get("AMQP_EVENTS_BENCH_PREFETCH", "20"))
 # amqp-events (as goamqp) declares its durable service queues with {"x-expires": this} and no
 # other argument. The other clients declare the same, or RabbitMQ would refuse the second.
 QUEUE_EXPIRES_MS = 432_000_000
-PIPELINE_WINDOW = 1000  # publishes in flight at once in the pipelined workload
+# Publishes in flight at once in the pipelined workload.
+PIPELINE_WINDOW = int(os.environ.get("AMQP_EVENTS_BENCH_WINDOW", "1000"))
 WARMUP = 50  # untimed publishes first: lazy imports, first-call caches, channel buffers
 
 _NOTE = "benchmark order: " + "x" * 48  # a body of about 100 bytes, like a small real event

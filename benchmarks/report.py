@@ -14,7 +14,7 @@ from typing import Any
 
 from amqp_events._url import redact
 
-from .common import PREFETCH, Sample
+from .common import PIPELINE_WINDOW, PREFETCH, Sample
 from .runner import BASELINE, REFERENCE, Report, Result
 from .workloads_go import go_version
 
@@ -147,7 +147,8 @@ def render(report: Report, summaries: list[Summary]) -> str:
     if throughput:
         out.append(
             f"Throughput: {o.messages:,} messages per run, median of {o.runs} run(s), "
-            f"prefetch {PREFETCH}; ×raw = against aio-pika"
+            f"prefetch {PREFETCH}, {PIPELINE_WINDOW:,} publishes in flight (pipelined); "
+            "×raw = against aio-pika"
             + (f", ×go = against Go ({REFERENCE})" if with_go else "")
             + " (msg/s: higher is faster; CPU: higher costs more)"
         )

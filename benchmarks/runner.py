@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .broker import BenchBroker
 from .client import Client
-from .common import WARMUP, Sample, queue_name
+from .common import PIPELINE_WINDOW, WARMUP, Sample, queue_name
 from .memory import measure_memory
 
 __all__ = [
@@ -244,7 +244,7 @@ async def run_benchmarks(
         notes.append(
             f"outbox-relay: the relay of rows written beforehand, on {DATABASE.get('kind', '?')}; "
             "×pipelined = against amqp-events' publish-pipelined (publish() per event, in "
-            "windows of 1,000), ×many = against its publish-many (publish_many: a window "
-            "written with no task per event)"
+            f"windows of {PIPELINE_WINDOW:,}), ×many = against its publish-many (publish_many: "
+            "a window written with no task per event)"
         )
     return Report(options, results, notes, time.perf_counter() - started)
