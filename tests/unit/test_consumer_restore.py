@@ -11,39 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
 
 from amqp_events import BrokerConnectionError, BrokerError, ConsumerLost
-from amqp_events._envelope import Envelope
 from amqp_events._topology import ConsumerSpec, Topology
-from amqp_events._transport._base import OutgoingProperties, Session, SessionHooks
+from amqp_events._transport._base import Session, SessionHooks
 from amqp_events._transport._reconnecting import ReconnectingTransport
 from amqp_events._transport._recovery import RESTORE_ATTEMPTS
 from tests.helpers import eventually
+from tests.unit.test_reconnecting_publish import StandInSession
 
 QUEUE = "events.topic.exchange.queue.svc"
 
 
-class ConsumingSession:
+class ConsumingSession(StandInSession):
     """Consumes by handing out tags; its declarations fail while ``refusals`` is not empty."""
 
     def __init__(self, hooks: SessionHooks) -> None:
+        super().__init__(hooks, holds=True)
         self.hooks = hooks
         self.refusals: list[BaseException] = []
         self.declared = 0
         self.consumed: list[str] = []
         self.cancel_before_returning = False  # Basic.Cancel right behind the ConsumeOk
-
-    @property
-    def is_open(self) -> bool:
-        return True
-
-    @property
-    def frame_max(self) -> int:
-        return 131072
 
     async def declare(self, topology: Topology) -> None:
         self.declared += 1
@@ -61,48 +52,6 @@ class ConsumingSession:
 
     def cancel_by_broker(self) -> None:
         self.hooks.consumer_cancelled(self, self.consumed[-1])
-
-    async def cancel(self, consumer_tag: str) -> None:
-        pass
-
-    async def message_count(self, queue: str) -> int:
-        return 0
-
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-        *,
-        properties: OutgoingProperties | None,
-        mandatory: bool,
-        confirm_timeout: float | None,
-        envelope: Envelope | None = None,
-    ) -> None:
-        raise AssertionError("not used")
-
-    def publish_now(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Mapping[str, Any],
-        *,
-        mandatory: bool,
-        confirm_timeout: float | None,
-        envelope: Envelope,
-        waiter: asyncio.Future[None] | None = None,
-    ) -> asyncio.Future[None] | None:
-        raise AssertionError("not used")
-
-    def publish_failure(
-        self, exc: Exception, exchange: str, routing_key: str, confirm_timeout: float | None
-    ) -> Exception:
-        return exc
-
-    async def close(self) -> None:
-        pass
 
 
 async def never_called(_delivery: object) -> None:
