@@ -9,8 +9,9 @@ private. The path of a message, module by module:
   headers; ``_topology`` is what gets declared;
 - publishing: ``_publisher`` (type -> key by ``_routes``, ``_codec`` to JSON, ``_headers``
   checked, ``_envelope`` added; ``_pending_publish``, the confirm's future of a publish written
-  at once) -> ``_transport`` (``_reconnecting`` over ``_amqp`` for RabbitMQ, or ``memory``,
-  the in-process broker; ``_wire`` says what AMQP can carry) -> the broker;
+  at once; ``_publish_batch``, ``publish_many``'s windows) -> ``_transport``
+  (``_reconnecting`` over ``_amqp`` for RabbitMQ, or ``memory``, the in-process broker;
+  ``_wire`` says what AMQP can carry) -> the broker;
 - consuming: the transport -> ``_dispatch`` (key -> handler by ``_topics`` matching and
   ``_handlers``, decode, call, ack; ``_inflight`` for shutdown) -> on failure ``_failures``
   (retry and dead-letter moves, by the ``_retry`` policy);

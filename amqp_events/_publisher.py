@@ -25,10 +25,11 @@ from ._instrument import publish_with
 from ._naming import CC_HEADER, SERVICE_HEADER
 from ._observe import Observers
 from ._pending_publish import PendingPublish
+from ._publish_batch import publish_batch
 from ._request_round_trip import send_request
 from ._requests import PendingRequests
 from ._routes import Route, TypeMapping
-from ._transport._base import PublishItem, Transport
+from ._transport._base import Transport
 
 __all__ = ["Destination", "PreparedPublish", "Publisher"]
 
@@ -362,7 +363,13 @@ class Publisher:
             target = self._target
             if target is not None and target.observers.instrument is None:
                 # No task per event: the transport writes them all, then awaits each confirm.
-                results = await self._publish_batch(target, batch, headers, mandatory)
+                results = await publish_batch(
+                    target,
+                    batch,
+                    mandatory,
+                    lambda event: self._key_by_type.get(type(event)) or self.routing_key_for(event),
+                    lambda key: self._headers(target, key, headers),
+                )
             else:
                 results = await asyncio.gather(
                     *(self.publish(e, headers, mandatory=mandatory) for e in batch),
@@ -391,54 +398,6 @@ class Publisher:
                 f"is in .failures; the first: {failures[0][1]}",
                 failures=failures,
             )
-
-    async def _publish_batch(
-        self,
-        target: _Target,
-        events: list[BaseModel],
-        headers: Mapping[str, Any] | None,
-        mandatory: bool | None,
-    ) -> list[BaseException | None]:
-        """``publish`` of each of ``events`` (not instrumented), in one transport batch."""
-        destination = target.destination
-        must_route = destination.mandatory if mandatory is None else mandatory
-        outcomes: list[BaseException | None] = [None] * len(events)
-        items: list[PublishItem] = []
-        keys: list[tuple[int, str]] = []
-        for n, event in enumerate(events):
-            try:
-                key = self._key_by_type.get(type(event)) or self.routing_key_for(event)
-                item = PublishItem(
-                    destination.exchange,
-                    key,
-                    encode(event),
-                    self._headers(target, key, headers),
-                    must_route,
-                    outgoing_envelope(),
-                )
-            except Exception as exc:  # no route, a bad header: this event fails alone
-                outcomes[n] = exc
-                continue
-            items.append(item)
-            keys.append((n, key))
-        results = await target.transport.publish_batch(items)
-        observer = target.observers.current
-        for (n, key), result in zip(keys, results, strict=True):
-            if result is None:
-                if observer is not None:
-                    observer.published(target.service, destination.exchange, key, events[n])
-            elif isinstance(result, Unroutable):
-                outcomes[n] = destination.unroutable(key, result)
-            else:
-                outcomes[n] = result
-        log.debug(
-            "%s: published %d of %d events to %r",
-            target.service,
-            outcomes.count(None),
-            len(events),
-            destination.exchange,
-        )
-        return outcomes
 
     @overload
     async def request(
