@@ -68,6 +68,10 @@ class SoakEvent(BaseModel):
     id: int
 
 
+class SoakProbe(BaseModel):
+    """Published to see the publisher's connection confirm; bound to no queue, so dropped."""
+
+
 @pytest.fixture(autouse=True)
 def _broker_left_running() -> Iterator[None]:
     broker_control.require_rabbitmqctl()
@@ -108,14 +112,24 @@ class Progress:
                 f"{count} events not issued within {within}s; {self.summary()}"
             ) from None
 
-    async def until_connected(self, within: float) -> None:
+    async def until_connected(self, within: float, probe: Callable[[], Awaitable[None]]) -> None:
         """Until a confirm came in since the last loss: the next disruption then hits a live
-        publisher connection, not one still being restored."""
+        publisher connection, not one still being restored. When nothing is in flight (the
+        loss was noticed after the last confirm, and the next slice waits for this), ``probe``
+        publishes an event nobody consumes until one is confirmed."""
         try:
             async with asyncio.timeout(within):
                 while not self.connected:
-                    self.changed.clear()
-                    await self.changed.wait()
+                    if self.in_flight:
+                        self.changed.clear()
+                        await self.changed.wait()
+                        continue
+                    try:
+                        await probe()
+                    except PublishError:
+                        await asyncio.sleep(RETRY_PAUSE)
+                    else:
+                        self.connected = True
         except TimeoutError:
             raise AssertionError(
                 f"the publisher did not reconnect within {within}s; {self.summary()}"
@@ -187,7 +201,9 @@ async def feed(publisher: Publisher, opened: list[asyncio.Event], progress: Prog
                 await asyncio.sleep(BATCH / RATE)  # pacing on purpose, see the module docstring
 
 
-async def storm(opened: list[asyncio.Event], progress: Progress) -> None:
+async def storm(
+    opened: list[asyncio.Event], progress: Progress, probe: Callable[[], Awaitable[None]]
+) -> None:
     """Disruption ``k`` starts when slice ``k - 1`` is nearly all issued, and opens slice ``k``."""
     actions: dict[str, Callable[[], Awaitable[None]]] = {
         "kill": broker_control.close_all_connections,
@@ -195,7 +211,7 @@ async def storm(opened: list[asyncio.Event], progress: Progress) -> None:
     }
     for k, kind in enumerate(STORM, start=1):
         await progress.until_issued(min(k * SLICE, EVENTS) - BATCH, within=120)
-        await progress.until_connected(within=60)
+        await progress.until_connected(within=60, probe=probe)
         opened[k].set()
         started = time.monotonic()
         await actions[kind]()
@@ -226,15 +242,20 @@ async def test_soak_10000_events_through_restarts_and_killed_connections(
             all_received.set()
 
     publisher = Publisher(Route(SoakEvent, "Soak.Event"))
+    prober = Publisher(Route(SoakProbe, "Soak.Probe"))
     source = Connection("soak-publisher", url, publish_timeout=60)
     opened = [asyncio.Event() for _ in range(len(STORM) + 1)]
     opened[0].set()
     async with consumer, source:
         await consumer.start(with_prefetch_limit(200))
-        await source.start(event_stream_publisher(publisher), close_listener(progress.on_close))
+        await source.start(
+            event_stream_publisher(publisher),
+            event_stream_publisher(prober),
+            close_listener(progress.on_close),
+        )
         async with asyncio.timeout(150):
             async with asyncio.TaskGroup() as group:
-                group.create_task(storm(opened, progress))
+                group.create_task(storm(opened, progress, lambda: prober.publish(SoakProbe())))
                 group.create_task(feed(publisher, opened, progress))
             published_in = time.monotonic() - began
             try:
