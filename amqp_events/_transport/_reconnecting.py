@@ -185,15 +185,27 @@ class ReconnectingTransport(HeldPublishes, TopologyCheck):
                         envelope=envelope,
                     )
                     return
-                try:  # no coroutine of the session's in between: one frame less per publish
-                    await confirmed
-                except Exception as exc:
-                    raise session.publish_failure(
-                        exc, exchange, routing_key, self._publish_timeout
-                    ) from None
-                return
             except (BrokerConnectionError, PublishError) as exc:
                 failed: BaseException | None = exc
+            else:
+                assert envelope is not None  # publish_now() was called: it has one
+                try:  # no coroutine of the session's in between: one frame less per publish
+                    await confirmed
+                    return
+                except Exception as exc:
+                    unconfirmed = exc
+                await self.publish_failed(
+                    session,
+                    unconfirmed,
+                    started,
+                    exchange,
+                    routing_key,
+                    body,
+                    headers,
+                    mandatory=mandatory,
+                    envelope=envelope,
+                )
+                return
         else:
             failed, was_open = None, False
         await self._publish_again(
